@@ -1,0 +1,309 @@
+# cython: language_level=3, boundscheck=False, cdivision=True
+"""Hot paths of a partition log: append (one, many, arrays, raw batches) and read.
+
+``logstore.log.partition.PartitionLog`` subclasses ``LogCore`` in Python and owns everything
+that is not per-record: opening, recovery, roll, retention, truncation, checkpoints. Both sides
+take the same reentrant lock, so a Python slow path and a native append never interleave; the
+lock releases the GIL while it waits, and I/O releases the GIL while it runs.
+"""
+
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
+from libc.stdint cimport int16_t, int32_t, int64_t
+from libc.string cimport memcpy
+
+from fastrlock.rlock cimport create_fastrlock, lock_fastrlock, unlock_fastrlock
+
+from logstore._native.codec cimport (BatchInfo, RecordBatchView, RecordInputs, RecordSpec,
+                                     check_batch, now_ms, plan_batch, raise_batch_error, write_batch)
+from logstore._native.includes cimport *
+from logstore._native.segment cimport Segment
+
+from logstore.errors import (InvalidRecordError, LogClosedError, OffsetOutOfRangeError,
+                             RecordTooLargeError, UnsupportedCodecError)
+
+DEF MAX_RELATIVE_OFFSET = 0x7fffffff
+DEF NO_LIMIT = 0x7fffffffffffffff
+
+cdef bytes EMPTY = b""
+
+
+cdef class LogCore:
+    """Native state and hot paths of one partition log (use ``PartitionLog.open``)."""
+
+    def __cinit__(self, *args, **kwargs):
+        self._lock = create_fastrlock()
+        self._segments = []
+        self._active = None
+        self._inputs = RecordInputs()
+        self.log_end_offset = 0
+        self._log_start_offset = 0
+        self._high_watermark = 0
+        self._segment_bytes = 1 << 30
+        self._segment_ms = 0
+        self._max_record_bytes = 1048588
+        self._leader_epoch = 0
+        self._verify_crc = True
+        self._log_append_time = False
+        self._closed = True
+
+    cdef int _enter(self) except -1:
+        lock_fastrlock(self._lock, -1, True)
+        if self._closed:
+            unlock_fastrlock(self._lock)
+            raise LogClosedError("the log is closed")
+        return 0
+
+    cdef void _exit(self) noexcept:
+        unlock_fastrlock(self._lock)
+
+    def _install_segments(self, list segments):
+        """Adopt ``segments`` (sorted, last one active); called by the Python layer under the lock."""
+        self._segments = segments
+        self._active = segments[-1] if segments else None
+        self.log_end_offset = self._active.next_offset if self._active is not None else 0
+
+    # -- append ------------------------------------------------------------------------------
+
+    def append(self, value, key=None, headers=None, timestamp=None):
+        """Append one record; returns its offset."""
+        cdef int64_t now
+        self._enter()
+        try:
+            now = now_ms()
+            self._inputs.load_one(value, key, headers, timestamp, now)
+            return self._write(now, -1, -1, -1)
+        finally:
+            self._inputs.clear()
+            self._exit()
+
+    def append_many(self, values, keys=None, headers=None, timestamps=None, *,
+                    int64_t producer_id=-1, int producer_epoch=-1, int64_t base_sequence=-1):
+        """Append records (one batch per ``max_record_bytes``); returns the first offset.
+
+        ``keys``/``headers``/``timestamps`` are None or one item per value; ``timestamps`` may
+        also be one int for all or an integer numpy array. The producer fields are stamped into
+        the batch headers (idempotent producers)."""
+        cdef int64_t now
+        self._enter()
+        try:
+            now = now_ms()
+            self._inputs.load(values, keys, headers, timestamps, now)
+            return self._write(now, producer_id, producer_epoch, base_sequence)
+        finally:
+            self._inputs.clear()
+            self._exit()
+
+    def append_arrays(self, values, value_lengths, keys=None, key_lengths=None, timestamps=None):
+        """Append records packed in buffers: ``values`` holds the values back to back and
+        ``value_lengths`` their lengths (-1: null); likewise ``keys``/``key_lengths``.
+        ``timestamps`` is None or an int64 array. Returns the first offset."""
+        cdef int64_t now
+        self._enter()
+        try:
+            now = now_ms()
+            self._inputs.load_arrays(values, value_lengths, keys, key_lengths, timestamps, now)
+            return self._write(now, -1, -1, -1)
+        finally:
+            self._inputs.clear()
+            self._exit()
+
+    cdef int64_t _write(self, int64_t now, int64_t producer_id, int producer_epoch,
+                        int64_t base_sequence) except -1:
+        cdef RecordSpec *specs = self._inputs.specs
+        cdef Py_ssize_t n = self._inputs.count, i = 0, cnt, size
+        cdef int64_t first = self.log_end_offset, base, max_ts
+        cdef int16_t attrs = 0
+        cdef unsigned char *out
+        cdef Segment seg
+        if n == 0:
+            return first
+        if self._log_append_time:
+            attrs = LS_TIMESTAMP_TYPE_MASK
+            for i in range(n):
+                specs[i].timestamp = now
+            i = 0
+        # every record must fit a batch of its own before anything is written
+        for i in range(n):
+            size = plan_batch(specs + i, 1, self._max_record_bytes, &cnt)
+            if size > self._max_record_bytes:
+                raise RecordTooLargeError(
+                    f"record {i} needs a {size}-byte batch, over max_record_bytes={self._max_record_bytes}")
+        i = 0
+        while i < n:
+            size = plan_batch(specs + i, n - i, self._max_record_bytes, &cnt)
+            self._maybe_roll(size, cnt, now)
+            seg = self._active
+            out = seg.reserve(size)
+            base = self.log_end_offset
+            write_batch(out, specs + i, cnt, size, base, self._leader_epoch, producer_id,
+                        <int16_t>producer_epoch, <int32_t>(base_sequence + i if base_sequence >= 0 else -1), attrs)
+            if seg.created_ms < 0:
+                seg.created_ms = now
+            max_ts = ls_load_i64(out + LS_MAX_TIMESTAMP)
+            seg.commit(size, base, base + cnt - 1, max_ts)
+            self.log_end_offset = base + cnt
+            i += cnt
+        return first
+
+    def append_batch(self, data):
+        """Append raw record batch v2 bytes (one or more whole batches, e.g. from a Kafka
+        producer). Each batch is validated (size, magic, CRC32C, codec, record framing), then
+        gets the log's offsets and leader epoch; the CRC stays valid because it does not cover
+        them. Returns the first offset assigned."""
+        cdef const unsigned char[::1] mv
+        cdef const unsigned char *p
+        cdef Py_ssize_t n, pos = 0, count = 0
+        cdef BatchInfo info
+        cdef int rc
+        cdef int64_t first, base, now
+        cdef unsigned char *out
+        cdef Segment seg
+        try:
+            mv = memoryview(data).cast("B")
+        except TypeError:
+            raise InvalidRecordError(f"a raw batch must be bytes-like, not {type(data).__name__}")
+        n = mv.shape[0]
+        if n == 0:
+            raise InvalidRecordError("a raw batch must not be empty")
+        p = &mv[0]
+        self._enter()
+        try:
+            # validate everything first: nothing is written unless every batch is good
+            while pos < n:
+                rc = check_batch(p + pos, n - pos, &info, True, True)
+                if rc == 5:
+                    raise UnsupportedCodecError(
+                        f"raw batch at byte {pos} is compressed (codec {info.attributes & 7}); "
+                        "only uncompressed batches are supported")
+                if rc != 0:
+                    try:
+                        raise_batch_error(rc, pos)
+                    except Exception as e:
+                        raise InvalidRecordError(f"raw batch rejected: {e}") from None
+                if info.attributes & LS_CONTROL_MASK or info.attributes & LS_TRANSACTIONAL_MASK:
+                    raise InvalidRecordError("transactional and control batches are not supported yet")
+                if info.size > self._max_record_bytes:
+                    raise RecordTooLargeError(
+                        f"raw batch of {info.size} bytes is over max_record_bytes={self._max_record_bytes}")
+                if info.record_count == 0:
+                    raise InvalidRecordError("a raw batch must hold at least one record")
+                pos += info.size
+            first = self.log_end_offset
+            now = now_ms()
+            pos = 0
+            while pos < n:
+                check_batch(p + pos, n - pos, &info, False, False)
+                count = info.last_offset - info.base_offset + 1
+                self._maybe_roll(info.size, count, now)
+                seg = self._active
+                out = seg.reserve(info.size)
+                memcpy(out, p + pos, info.size)
+                base = self.log_end_offset
+                ls_store_i64(out + LS_BASE_OFFSET, base)
+                ls_store_i32(out + LS_LEADER_EPOCH, self._leader_epoch)
+                if self._log_append_time:
+                    ls_store_i16(out + LS_ATTRIBUTES, info.attributes | LS_TIMESTAMP_TYPE_MASK)
+                    ls_store_i64(out + LS_MAX_TIMESTAMP, now)
+                    ls_store_u32(out + LS_CRC, ls_crc32c(0, out + LS_CRC_START, info.size - LS_CRC_START))
+                    info.max_timestamp = now
+                if seg.created_ms < 0:
+                    seg.created_ms = now
+                seg.commit(info.size, base, base + count - 1, info.max_timestamp)
+                self.log_end_offset = base + count
+                pos += info.size
+            return first
+        finally:
+            self._exit()
+
+    cdef int _maybe_roll(self, Py_ssize_t size, Py_ssize_t count, int64_t now) except -1:
+        cdef Segment seg = self._active
+        if seg.file_size + seg.wlen == 0:
+            return 0
+        if (seg.file_size + seg.wlen + size > self._segment_bytes
+                or self.log_end_offset + count - 1 - seg.base_offset > MAX_RELATIVE_OFFSET
+                or seg.offset_index.entries + 1 >= seg.offset_index.max_entries
+                or seg.time_index.entries + 1 >= seg.time_index.max_entries
+                or (self._segment_ms > 0 and seg.created_ms >= 0 and now - seg.created_ms >= self._segment_ms)):
+            self._roll()
+        return 0
+
+    # -- read --------------------------------------------------------------------------------
+
+    cdef Py_ssize_t _segment_index(self, int64_t offset) noexcept:
+        """Index of the last segment whose base offset is <= ``offset``."""
+        cdef Py_ssize_t lo = 0, hi = len(self._segments), mid
+        while lo < hi:
+            mid = (lo + hi) >> 1
+            if (<Segment>self._segments[mid]).base_offset <= offset:
+                lo = mid + 1
+            else:
+                hi = mid
+        return lo - 1 if lo > 0 else 0
+
+    cdef RecordBatchView _read(self, int64_t offset, Py_ssize_t max_bytes, int64_t max_offset):
+        cdef Py_ssize_t i
+        cdef Segment seg
+        cdef RecordBatchView view
+        if offset < self._log_start_offset or offset > self.log_end_offset:
+            raise OffsetOutOfRangeError(
+                f"offset {offset} is outside the log [{self._log_start_offset}, {self.log_end_offset}]")
+        if max_offset > self.log_end_offset:
+            max_offset = self.log_end_offset
+        if offset >= max_offset:
+            return RecordBatchView(EMPTY, 0, 0, offset, max_offset)
+        i = self._segment_index(offset)
+        while i < len(self._segments):
+            seg = <Segment>self._segments[i]
+            if seg.wlen:
+                seg.drain()
+            view = seg.read_from(offset, max_bytes, max_offset, self._verify_crc)
+            if view is not None:
+                return view
+            i += 1
+        return RecordBatchView(EMPTY, 0, 0, offset, max_offset)
+
+    def read(self, int64_t offset, Py_ssize_t max_bytes=1 << 20, max_offset=None):
+        """Whole batches from the one holding ``offset``, up to ``max_bytes`` (always at least
+        one batch), as a zero-copy :class:`RecordBatchView` of the records with
+        ``offset <= record offset < max_offset`` (default: the log end offset)."""
+        if max_bytes <= 0:
+            raise ValueError("max_bytes must be positive")
+        self._enter()
+        try:
+            return self._read(offset, max_bytes, NO_LIMIT if max_offset is None else max_offset)
+        finally:
+            self._exit()
+
+    def position_of(self, int64_t offset):
+        """``(segment base offset, file position)`` of the batch holding ``offset``."""
+        cdef Segment seg
+        cdef BatchInfo info
+        cdef Py_ssize_t pos
+        self._enter()
+        try:
+            if offset < self._log_start_offset or offset >= self.log_end_offset:
+                raise OffsetOutOfRangeError(
+                    f"offset {offset} is outside the log [{self._log_start_offset}, {self.log_end_offset})")
+            seg = <Segment>self._segments[self._segment_index(offset)]
+            if seg.wlen:
+                seg.drain()
+            pos = seg.locate(offset, &info)
+            return (seg.base_offset, pos)
+        finally:
+            self._exit()
+
+    @property
+    def log_start_offset(self):
+        return self._log_start_offset
+
+    @property
+    def high_watermark(self):
+        return self._high_watermark
+
+    @property
+    def leader_epoch(self):
+        return self._leader_epoch
+
+    @property
+    def closed(self):
+        return self._closed
