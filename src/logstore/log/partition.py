@@ -91,15 +91,15 @@ class PartitionLog(LogCore):
         path = self.path
         report = RecoveryReport()
         marker = os.path.join(path, CLEAN_SHUTDOWN)
-        report.clean_shutdown = os.path.exists(marker)
         checkpoint = read_checkpoint(path)
         bases = segment_bases(path, report)
+        report.clean_shutdown = os.path.exists(marker) or not bases  # a new log has nothing to recover
         if checkpoint is None and (bases or os.path.exists(os.path.join(path, "partition.checkpoint"))):
             report.checkpoint_valid = False
             log.warning("checkpoint of %s is missing or damaged: recovering every segment", path)
         segments = open_segments(path, bases, cfg.index_interval_bytes, cfg.max_index_bytes,
                                  report.clean_shutdown, checkpoint, cfg.recovery == "full", report)
-        if report.clean_shutdown:
+        if os.path.exists(marker):
             os.unlink(marker)
             fsync_directory(path)
         if not segments:
