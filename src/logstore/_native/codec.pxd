@@ -48,6 +48,13 @@ cdef class RecordInputs:
 
 
 cdef int64_t now_ms() noexcept nogil
+cdef Py_ssize_t record_body_size(RecordSpec *s, int64_t ts_delta, Py_ssize_t offset_delta) noexcept nogil
+cdef unsigned char *write_record(unsigned char *p, RecordSpec *s, int64_t ts_delta,
+                                 Py_ssize_t offset_delta) noexcept nogil
+cdef void write_batch_header(unsigned char *out, Py_ssize_t count, Py_ssize_t size, int64_t base_offset,
+                             int32_t leader_epoch, int64_t base_timestamp, int64_t max_timestamp,
+                             int64_t producer_id, int16_t producer_epoch, int32_t base_sequence,
+                             int16_t attributes) noexcept nogil
 cdef Py_ssize_t plan_batch(RecordSpec *specs, Py_ssize_t count, Py_ssize_t max_bytes,
                            Py_ssize_t *out_count) noexcept nogil
 cdef void write_batch(unsigned char *out, RecordSpec *specs, Py_ssize_t count, Py_ssize_t size,

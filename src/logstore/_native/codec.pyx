@@ -419,7 +419,8 @@ cdef class RecordInputs:
 # ---------------------------------------------------------------------------------------------
 # encoding
 
-cdef inline Py_ssize_t _body_size(RecordSpec *s, int64_t ts_delta, Py_ssize_t offset_delta) noexcept nogil:
+cdef Py_ssize_t record_body_size(RecordSpec *s, int64_t ts_delta, Py_ssize_t offset_delta) noexcept nogil:
+    """Bytes of a record after its length varint."""
     cdef Py_ssize_t b = 1 + ls_varint_size(ts_delta) + ls_varint_size(offset_delta)
     b += ls_varint_size(s.key_len) + (s.key_len if s.key_len > 0 else 0)
     b += ls_varint_size(s.value_len) + (s.value_len if s.value_len > 0 else 0)
@@ -434,7 +435,7 @@ cdef Py_ssize_t plan_batch(RecordSpec *specs, Py_ssize_t count, Py_ssize_t max_b
     cdef Py_ssize_t total = LS_BATCH_HEADER_SIZE, i, body, rec
     cdef int64_t base_ts = specs[0].timestamp
     for i in range(count):
-        body = _body_size(&specs[i], specs[i].timestamp - base_ts, i)
+        body = record_body_size(&specs[i], specs[i].timestamp - base_ts, i)
         rec = ls_varint_size(body) + body
         if i > 0 and total + rec > max_bytes:
             out_count[0] = i
@@ -445,6 +446,52 @@ cdef Py_ssize_t plan_batch(RecordSpec *specs, Py_ssize_t count, Py_ssize_t max_b
     return total
 
 
+cdef unsigned char *write_record(unsigned char *p, RecordSpec *s, int64_t ts_delta,
+                                 Py_ssize_t offset_delta) noexcept nogil:
+    """Encode one record (body_size already planned) at ``p``; returns the byte after it."""
+    p = ls_put_varint(p, s.body_size)
+    p[0] = 0
+    p += 1
+    p = ls_put_varint(p, ts_delta)
+    p = ls_put_varint(p, offset_delta)
+    p = ls_put_varint(p, s.key_len)
+    if s.key_len > 0:
+        memcpy(p, s.key, s.key_len)
+        p += s.key_len
+    p = ls_put_varint(p, s.value_len)
+    if s.value_len > 0:
+        memcpy(p, s.value, s.value_len)
+        p += s.value_len
+    if s.headers != NULL:
+        memcpy(p, s.headers, s.headers_len)
+        p += s.headers_len
+    else:
+        p[0] = 0
+        p += 1
+    return p
+
+
+cdef void write_batch_header(unsigned char *out, Py_ssize_t count, Py_ssize_t size, int64_t base_offset,
+                             int32_t leader_epoch, int64_t base_timestamp, int64_t max_timestamp,
+                             int64_t producer_id, int16_t producer_epoch, int32_t base_sequence,
+                             int16_t attributes) noexcept nogil:
+    """Fill the 61-byte header of a batch whose records are already at ``out + 61`` and seal
+    it with its CRC32C."""
+    ls_store_i64(out + LS_BASE_OFFSET, base_offset)
+    ls_store_i32(out + LS_BATCH_LENGTH, <int32_t>(size - LS_LOG_OVERHEAD))
+    ls_store_i32(out + LS_LEADER_EPOCH, leader_epoch)
+    out[LS_MAGIC] = LS_MAGIC_V2
+    ls_store_i16(out + LS_ATTRIBUTES, attributes)
+    ls_store_i32(out + LS_LAST_OFFSET_DELTA, <int32_t>(count - 1))
+    ls_store_i64(out + LS_BASE_TIMESTAMP, base_timestamp)
+    ls_store_i64(out + LS_MAX_TIMESTAMP, max_timestamp)
+    ls_store_i64(out + LS_PRODUCER_ID, producer_id)
+    ls_store_i16(out + LS_PRODUCER_EPOCH, producer_epoch)
+    ls_store_i32(out + LS_BASE_SEQUENCE, base_sequence)
+    ls_store_i32(out + LS_RECORD_COUNT, <int32_t>count)
+    ls_store_u32(out + LS_CRC, ls_crc32c(0, out + LS_CRC_START, size - LS_CRC_START))
+
+
 cdef void write_batch(unsigned char *out, RecordSpec *specs, Py_ssize_t count, Py_ssize_t size,
                       int64_t base_offset, int32_t leader_epoch, int64_t producer_id,
                       int16_t producer_epoch, int32_t base_sequence, int16_t attributes) noexcept nogil:
@@ -452,43 +499,12 @@ cdef void write_batch(unsigned char *out, RecordSpec *specs, Py_ssize_t count, P
     cdef unsigned char *p = out + LS_BATCH_HEADER_SIZE
     cdef int64_t base_ts = specs[0].timestamp, max_ts = specs[0].timestamp
     cdef Py_ssize_t i
-    cdef RecordSpec *s
     for i in range(count):
-        s = &specs[i]
-        if s.timestamp > max_ts:
-            max_ts = s.timestamp
-        p = ls_put_varint(p, s.body_size)
-        p[0] = 0
-        p += 1
-        p = ls_put_varint(p, s.timestamp - base_ts)
-        p = ls_put_varint(p, i)
-        p = ls_put_varint(p, s.key_len)
-        if s.key_len > 0:
-            memcpy(p, s.key, s.key_len)
-            p += s.key_len
-        p = ls_put_varint(p, s.value_len)
-        if s.value_len > 0:
-            memcpy(p, s.value, s.value_len)
-            p += s.value_len
-        if s.headers != NULL:
-            memcpy(p, s.headers, s.headers_len)
-            p += s.headers_len
-        else:
-            p[0] = 0
-            p += 1
-    ls_store_i64(out + LS_BASE_OFFSET, base_offset)
-    ls_store_i32(out + LS_BATCH_LENGTH, <int32_t>(size - LS_LOG_OVERHEAD))
-    ls_store_i32(out + LS_LEADER_EPOCH, leader_epoch)
-    out[LS_MAGIC] = LS_MAGIC_V2
-    ls_store_i16(out + LS_ATTRIBUTES, attributes)
-    ls_store_i32(out + LS_LAST_OFFSET_DELTA, <int32_t>(count - 1))
-    ls_store_i64(out + LS_BASE_TIMESTAMP, base_ts)
-    ls_store_i64(out + LS_MAX_TIMESTAMP, max_ts)
-    ls_store_i64(out + LS_PRODUCER_ID, producer_id)
-    ls_store_i16(out + LS_PRODUCER_EPOCH, producer_epoch)
-    ls_store_i32(out + LS_BASE_SEQUENCE, base_sequence)
-    ls_store_i32(out + LS_RECORD_COUNT, <int32_t>count)
-    ls_store_u32(out + LS_CRC, ls_crc32c(0, out + LS_CRC_START, size - LS_CRC_START))
+        if specs[i].timestamp > max_ts:
+            max_ts = specs[i].timestamp
+        p = write_record(p, &specs[i], specs[i].timestamp - base_ts, i)
+    write_batch_header(out, count, size, base_offset, leader_epoch, base_ts, max_ts, producer_id,
+                       producer_epoch, base_sequence, attributes)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -23,6 +23,8 @@ from logstore.errors import (InvalidRecordError, LogClosedError, OffsetOutOfRang
 
 DEF MAX_RELATIVE_OFFSET = 0x7fffffff
 DEF NO_LIMIT = 0x7fffffffffffffff
+# single-record appends share a batch up to this size (Kafka's producer batch.size default)
+DEF OPEN_BATCH_BYTES = 16384
 
 cdef bytes EMPTY = b""
 
@@ -66,12 +68,30 @@ cdef class LogCore:
 
     def append(self, value, key=None, headers=None, timestamp=None):
         """Append one record; returns its offset."""
-        cdef int64_t now
+        cdef int64_t now, offset
+        cdef Py_ssize_t size, cnt
+        cdef RecordSpec *spec
+        cdef int16_t attrs = 0
         self._enter()
         try:
             now = now_ms()
             self._inputs.load_one(value, key, headers, timestamp, now)
-            return self._write(now, -1, -1, -1)
+            spec = self._inputs.specs
+            if self._log_append_time:
+                spec.timestamp = now
+                attrs = LS_TIMESTAMP_TYPE_MASK
+            size = plan_batch(spec, 1, self._max_record_bytes, &cnt)
+            if size > self._max_record_bytes:
+                raise RecordTooLargeError(
+                    f"record needs a {size}-byte batch, over max_record_bytes={self._max_record_bytes}")
+            self._maybe_roll(size, 1, now)
+            offset = self.log_end_offset
+            if self._active.created_ms < 0:
+                self._active.created_ms = now
+            self._active.append_single(spec, offset, self._leader_epoch, attrs,
+                                       min(OPEN_BATCH_BYTES, self._max_record_bytes))
+            self.log_end_offset = offset + 1
+            return offset
         finally:
             self._inputs.clear()
             self._exit()

@@ -16,8 +16,10 @@ from libc.stdint cimport int64_t
 from libc.string cimport memcpy
 from posix.unistd cimport close, fdatasync, ftruncate, pread, write
 
-from logstore._native.codec cimport (BatchInfo, RecordBatchView, check_batch, raise_batch_error,
-                                     read_batch_header)
+from logstore._native.codec cimport (BatchInfo, RecordBatchView, RecordSpec, check_batch,
+                                     raise_batch_error, read_batch_header, record_body_size,
+                                     write_batch_header, write_record)
+from logstore._native.includes cimport ls_varint_size
 from logstore._native.index cimport OffsetIndex, TimeIndex
 
 from logstore.errors import CorruptRecordError
@@ -58,6 +60,9 @@ cdef class Segment:
         self.wbuf = NULL
         self.wlen = 0
         self.wcap = 0
+        self.open_pos = -1
+        self.scratch = NULL
+        self.scratch_cap = 0
 
     def __init__(self, str directory, int64_t base_offset, int index_interval, Py_ssize_t max_index_bytes,
                  bint active):
@@ -81,14 +86,17 @@ cdef class Segment:
 
     def __dealloc__(self):
         PyMem_Free(self.wbuf)
+        PyMem_Free(self.scratch)
         if self.fd >= 0:
             close(self.fd)
 
     # -- writer -----------------------------------------------------------------------------
 
     cdef unsigned char *reserve(self, Py_ssize_t n) except NULL:
-        """Room for ``n`` bytes at the end of the write buffer."""
+        """Room for ``n`` bytes at the end of the write buffer (for a new batch)."""
         cdef unsigned char *p
+        if self.open_pos >= 0:
+            self.seal_open_batch()
         if self.wlen + n > self.wcap:
             if self.wlen:
                 self.drain()
@@ -129,8 +137,11 @@ cdef class Segment:
     cdef int drain(self) except -1:
         """Hand buffered batches to the OS. On failure the file is cut back to its last whole batch."""
         cdef const unsigned char *p = self.wbuf
-        cdef Py_ssize_t left = self.wlen, r
+        cdef Py_ssize_t left, r
         cdef int err
+        if self.open_pos >= 0:
+            self.seal_open_batch()
+        left = self.wlen
         while left > 0:
             with nogil:
                 r = write(self.fd, p, left)
@@ -146,6 +157,82 @@ cdef class Segment:
         self.file_size += self.wlen
         self.wlen = 0
         return 0
+
+    cdef void seal_open_batch(self) noexcept:
+        """Write the open batch's header and CRC: from here on it is an ordinary batch."""
+        write_batch_header(self.wbuf + self.open_pos, self.open_count, self.open_size,
+                           self.open_base_offset, self.open_epoch, self.open_base_timestamp,
+                           self.open_max_timestamp, -1, -1, -1, self.open_attributes)
+        self.open_pos = -1
+
+    cdef int append_single(self, RecordSpec *spec, int64_t offset, int32_t leader_epoch,
+                           int16_t attributes, Py_ssize_t batch_limit) except -1:
+        """Append one record at ``offset``: into the open batch if it fits (same epoch and
+        attributes, batch stays under ``batch_limit``), else as a new open batch. Consecutive
+        single appends so cost one batch header per ~``batch_limit`` bytes, not one per record."""
+        cdef int64_t ts_delta
+        cdef Py_ssize_t body, rec, size
+        cdef unsigned char *p
+        if self.open_pos >= 0 and self.open_epoch == leader_epoch and self.open_attributes == attributes:
+            ts_delta = spec.timestamp - self.open_base_timestamp
+            body = record_body_size(spec, ts_delta, self.open_count)
+            rec = ls_varint_size(body) + body
+            if self.open_size + rec <= batch_limit and self.wlen + rec <= self.wcap \
+                    and offset - self.open_base_offset == self.open_count:
+                spec.body_size = body
+                write_record(self.wbuf + self.wlen, spec, ts_delta, self.open_count)
+                self.wlen += rec
+                self.open_size += rec
+                self.open_count += 1
+                self.bytes_since_index += rec
+                self.next_offset = offset + 1
+                if spec.timestamp > self.open_max_timestamp:
+                    self.open_max_timestamp = spec.timestamp
+                if spec.timestamp > self.max_timestamp:
+                    self.max_timestamp = spec.timestamp
+                    self.offset_of_max_timestamp = offset
+                return 0
+        body = record_body_size(spec, 0, 0)
+        spec.body_size = body
+        size = 61 + ls_varint_size(body) + body
+        p = self.reserve(size)  # seals the previous open batch
+        write_record(p + 61, spec, 0, 0)
+        self._account(self.file_size + self.wlen, size, offset, offset, spec.timestamp)
+        self.open_pos = self.wlen
+        self.open_size = size
+        self.open_count = 1
+        self.open_base_offset = offset
+        self.open_base_timestamp = spec.timestamp
+        self.open_max_timestamp = spec.timestamp
+        self.open_epoch = leader_epoch
+        self.open_attributes = attributes
+        self.wlen += size
+        if self.wlen >= WRITE_BUFFER:
+            self.drain()
+        return 0
+
+    cdef const unsigned char *read_scratch(self, Py_ssize_t pos, Py_ssize_t n, Py_ssize_t *got) except NULL:
+        """pread up to ``n`` bytes at ``pos`` into the segment's reusable scratch buffer."""
+        cdef unsigned char *p
+        cdef Py_ssize_t r, have = 0
+        if n > self.scratch_cap:
+            p = <unsigned char *>PyMem_Realloc(self.scratch, n)
+            if p == NULL:
+                raise MemoryError()
+            self.scratch = p
+            self.scratch_cap = n
+        while have < n:
+            with nogil:
+                r = pread(self.fd, self.scratch + have, n - have, pos + have)
+            if r < 0:
+                if errno == EINTR:
+                    continue
+                raise OSError(errno, os.strerror(errno), self.log_path)
+            if r == 0:
+                break
+            have += r
+        got[0] = have
+        return self.scratch if self.scratch != NULL else <const unsigned char *>""
 
     def flush_buffer(self):
         self.drain()
@@ -195,17 +282,16 @@ cdef class Segment:
         """Position of the first batch whose last offset is >= ``offset`` (its header in ``info``),
         or -1 if there is none in the readable part of the file."""
         cdef Py_ssize_t pos = self.offset_index.floor_position(offset), chunk_pos = pos, avail = 0, rel
-        cdef bytes chunk
+        cdef Py_ssize_t want = 512  # often the indexed batch is the one: its header is enough
         cdef const unsigned char *p = NULL
         cdef int rc
         while pos < self.file_size:
             rel = pos - chunk_pos
             if rel + 61 > avail:
-                chunk = _pread(self.fd, pos, min(self.file_size - pos, self.index_interval + 8192))
-                p = <const unsigned char *>PyBytes_AS_STRING(chunk)
+                p = self.read_scratch(pos, min(self.file_size - pos, want), &avail)
+                want = self.index_interval + 512
                 chunk_pos = pos
                 rel = 0
-                avail = len(chunk)
             rc = read_batch_header(p + rel, avail - rel, info)
             if rc == 1 and avail - rel >= 61:
                 rc = 0  # the body runs past the chunk; the header is all we need to step over it
@@ -340,6 +426,7 @@ cdef class Segment:
         self.first_batch_timestamp = -1
         self.bytes_since_index = 0
         self.wlen = 0
+        self.open_pos = -1
         while pos < self.file_size:
             rel = pos - chunk_pos
             if rel + 61 > avail or rel + ls_batch_size(p + rel, avail - rel) > avail:
@@ -414,6 +501,7 @@ cdef class Segment:
             close(self.fd)
             self.fd = -1
         self.wlen = 0
+        self.open_pos = -1
         self.offset_index.delete()
         self.time_index.delete()
         try:
