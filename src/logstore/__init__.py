@@ -5,6 +5,7 @@ from logstore._native.codec import Record, RecordBatchView
 from logstore.errors import (
     ConfigError,
     CorruptRecordError,
+    InvalidArgumentError,
     InvalidRecordError,
     LogClosedError,
     LogstoreError,
@@ -19,6 +20,7 @@ __version__ = "0.1.0"
 __all__ = [
     "ConfigError",
     "CorruptRecordError",
+    "InvalidArgumentError",
     "InvalidRecordError",
     "LogClosedError",
     "LogConfig",

@@ -6,6 +6,7 @@ __all__ = [
     "LogstoreError",
     "ConfigError",
     "CorruptRecordError",
+    "InvalidArgumentError",
     "InvalidRecordError",
     "LogClosedError",
     "OffsetOutOfRangeError",
@@ -22,11 +23,15 @@ class ConfigError(LogstoreError, ValueError):
     """A configuration value is unknown, of the wrong type, or out of range."""
 
 
-class InvalidRecordError(LogstoreError, ValueError, TypeError):
-    """A record or batch handed to an append is malformed or of the wrong type; nothing was written.
+class InvalidArgumentError(LogstoreError, ValueError, TypeError):
+    """An argument is of the wrong type or out of range; nothing was changed.
 
     It is both a ``ValueError`` and a ``TypeError`` so callers catching either keep working.
     """
+
+
+class InvalidRecordError(InvalidArgumentError):
+    """A record or batch handed to an append is malformed or of the wrong type; nothing was written."""
 
 
 class RecordTooLargeError(InvalidRecordError):

@@ -18,7 +18,7 @@ from logstore._native.codec cimport (BatchInfo, RecordBatchView, RecordInputs, R
 from logstore._native.includes cimport *
 from logstore._native.segment cimport Segment
 
-from logstore.errors import (InvalidRecordError, LogClosedError, OffsetOutOfRangeError,
+from logstore.errors import (InvalidArgumentError, InvalidRecordError, LogClosedError, OffsetOutOfRangeError,
                              RecordTooLargeError, UnsupportedCodecError)
 
 DEF MAX_RELATIVE_OFFSET = 0x7fffffff
@@ -287,7 +287,7 @@ cdef class LogCore:
         one batch), as a zero-copy :class:`RecordBatchView` of the records with
         ``offset <= record offset < max_offset`` (default: the log end offset)."""
         if max_bytes <= 0:
-            raise ValueError("max_bytes must be positive")
+            raise InvalidArgumentError(f"max_bytes must be positive, not {max_bytes}")
         self._enter()
         try:
             return self._read(offset, max_bytes, NO_LIMIT if max_offset is None else max_offset)

@@ -368,32 +368,39 @@ cdef class Segment:
     # -- open, recovery, truncation -------------------------------------------------------
 
     def load(self):
-        """Restore in-memory state of a cleanly closed segment from its indexes (sanity-checked)
-        and the batches after the last index entry. Raises CorruptRecordError if they disagree."""
+        """Restore in-memory state of a cleanly written segment from its indexes (sanity-checked)
+        and the batch headers after the last index entry. Raises CorruptRecordError if the files
+        disagree or the index is missing entries the writer would have made."""
         cdef BatchInfo info
-        cdef Py_ssize_t pos = 0, last_pos = -1
-        cdef bytes header
+        cdef Py_ssize_t pos = 0, last_pos = 0, indexed_pos = 0
+        cdef const unsigned char *p
+        cdef Py_ssize_t got
         cdef int rc
         if self.offset_index.entries:
-            pos = self.offset_index.floor_position(0x7fffffffffffffff)
+            indexed_pos = pos = self.offset_index.floor_position(0x7fffffffffffffff)
+            self.next_offset = self.offset_index.last_offset()
         while pos < self.file_size:
-            header = _pread(self.fd, pos, 61)
-            rc = read_batch_header(<const unsigned char *>PyBytes_AS_STRING(header), len(header), &info)
-            if rc == 1 and len(header) == 61:
+            p = self.read_scratch(pos, 61, &got)
+            rc = read_batch_header(p, got, &info)
+            if rc == 1 and got == 61:
                 rc = 0
             if rc != 0 or pos + info.size > self.file_size or info.base_offset < self.next_offset:
                 raise CorruptRecordError(f"segment {self.log_path} does not end on a whole batch")
             if info.max_timestamp > self.max_timestamp:
                 self.max_timestamp = info.max_timestamp
                 self.offset_of_max_timestamp = info.last_offset
-            if self.first_batch_timestamp < 0 and pos == 0:
-                self.first_batch_timestamp = info.max_timestamp
             last_pos = pos
             self.next_offset = info.last_offset + 1
             pos += info.size
-        if self.file_size and self.first_batch_timestamp < 0:
-            header = _pread(self.fd, 0, 61)
-            if read_batch_header(<const unsigned char *>PyBytes_AS_STRING(header), 61, &info) in (0, 1):
+        # The writer indexes a batch once index_interval bytes have passed since the last entry,
+        # so every batch after the last entry starts less than that far from it.
+        if last_pos - indexed_pos > self.index_interval and last_pos > 0:
+            raise CorruptRecordError(f"offset index {self.offset_index.path} is missing entries")
+        if self.file_size and self.time_index.entries == 0:
+            raise CorruptRecordError(f"time index {self.time_index.path} is empty")
+        if self.file_size:
+            p = self.read_scratch(0, 61, &got)
+            if read_batch_header(p, got, &info) in (0, 1):
                 self.first_batch_timestamp = info.max_timestamp
         self.offset_index.check(self.file_size, self.next_offset)
         self.time_index.check(self.next_offset)
@@ -401,8 +408,7 @@ cdef class Segment:
         if ts > self.max_timestamp:
             self.max_timestamp = ts
             self.offset_of_max_timestamp = off
-        self.bytes_since_index = self.file_size - (self.offset_index.floor_position(0x7fffffffffffffff)
-                                                   if self.offset_index.entries else 0)
+        self.bytes_since_index = self.file_size - indexed_pos
         return self.next_offset
 
     def recover(self, bint verify_crc=True, int64_t min_offset=-1):

@@ -16,7 +16,7 @@ from typing import Any, Callable
 from logstore._native.codec import RecordBatchView
 from logstore._native.core import LogCore
 from logstore._native.segment import Segment
-from logstore.errors import LogClosedError, LogstoreError, OffsetOutOfRangeError
+from logstore.errors import InvalidArgumentError, LogClosedError, LogstoreError, OffsetOutOfRangeError
 from logstore.log.checkpoint import Checkpoint, fsync_directory, read_checkpoint, write_checkpoint
 from logstore.log.config import LogConfig
 from logstore.log.epoch_cache import LeaderEpochCache
@@ -130,15 +130,18 @@ class PartitionLog(LogCore):
             self._log_start_offset = first_base
             self._high_watermark = first_base
         self._epochs.truncate_from_start(self._log_start_offset)
+        if not self._epochs.entries:
+            self._epochs.assign(self._leader_epoch, self._log_start_offset)
         if report.cut:
             log.warning("%s recovered with a cut: log end offset is now %d", path, leo)
         self._closed = False
-        # whatever recovery validated is made durable before the recovery point moves past it
-        if not (report.clean_shutdown and report.checkpoint_valid):
-            for seg in segments:
-                seg.sync()
-        self._recovery_point = leo
-        self._synced_offset = leo
+        if report.clean_shutdown and report.checkpoint_valid:
+            self._recovery_point = leo
+        else:
+            # what recovery validated may still be only in the page cache: the recovery point
+            # moves past it at the next flush, which fsyncs it first
+            self._recovery_point = min(checkpoint.recovery_point if checkpoint is not None else first_base, leo)
+        self._synced_offset = self._recovery_point
         self._write_checkpoint()
         if cfg.flush == "always":
             for name in ("append", "append_many", "append_arrays", "append_batch"):
@@ -244,9 +247,9 @@ class PartitionLog(LogCore):
         with self._lock:
             self._check_open()
             if isinstance(epoch, bool) or not isinstance(epoch, int) or not 0 <= epoch < 2**31:
-                raise ValueError(f"leader epoch must be an int in [0, 2**31), not {epoch!r}")
+                raise InvalidArgumentError(f"leader epoch must be an int in [0, 2**31), not {epoch!r}")
             if epoch < self._epochs.latest_epoch:
-                raise ValueError(f"leader epoch {epoch} is older than {self._epochs.latest_epoch}")
+                raise InvalidArgumentError(f"leader epoch {epoch} is older than {self._epochs.latest_epoch}")
             if self._epochs.assign(epoch, self.log_end_offset):
                 self._leader_epoch = epoch
                 self._write_checkpoint()
@@ -266,6 +269,8 @@ class PartitionLog(LogCore):
         wholly before it. Returns the number of segments deleted."""
         with self._lock:
             self._check_open()
+            if offset < 0:
+                raise OffsetOutOfRangeError(f"cannot delete before negative offset {offset}")
             if offset <= self._log_start_offset:
                 return 0
             if offset > self._high_watermark:
@@ -340,7 +345,7 @@ class PartitionLog(LogCore):
                 fresh = Segment(self.path, offset, self.config.index_interval_bytes, self.config.max_index_bytes, True)
                 self._install_segments([fresh])
                 self._log_start_offset = offset
-                self._epochs = LeaderEpochCache()
+                self._epochs = LeaderEpochCache([(self._leader_epoch, offset)])
             else:
                 keep = [s for s in segs if s.base_offset < offset or s is segs[0]]
                 for seg in segs[len(keep):]:
@@ -365,6 +370,8 @@ class PartitionLog(LogCore):
     def offset_for_timestamp(self, timestamp: int) -> tuple[int, int] | None:
         """(offset, timestamp) of the first record whose timestamp is >= ``timestamp``; None if
         every record is older."""
+        if isinstance(timestamp, bool) or not isinstance(timestamp, int) or timestamp < 0:
+            raise InvalidArgumentError(f"timestamp must be a non-negative int (ms), not {timestamp!r}")
         with self._lock:
             self._check_open()
             for seg in self._segments:
