@@ -19,7 +19,7 @@ from libc.stdint cimport int64_t, uint32_t
 
 from logstore._native.includes cimport ls_load_i64, ls_load_u32, ls_store_i64, ls_store_u32
 
-from logstore.errors import CorruptRecordError
+from logstore.errors import CorruptRecordError, LogstoreError
 
 OFFSET_ENTRY_SIZE = 8
 TIME_ENTRY_SIZE = 12
@@ -53,6 +53,8 @@ cdef class MappedIndex:
 
     cdef int _map(self, Py_ssize_t nbytes) except -1:
         self._unmap()
+        # appends may only go where the map reaches: max_entries follows the mapped size
+        self.max_entries = nbytes // self.entry_size
         if nbytes > 0:
             self._mmap = mmap.mmap(self._file.fileno(), nbytes)
             self._view = memoryview(self._mmap)
@@ -109,7 +111,6 @@ cdef class MappedIndex:
         """Shrink the file to its entries (segment sealed or closed)."""
         self._unmap()
         self._file.truncate(self.entries * self.entry_size)
-        self.max_entries = self.entries if self.entries > 0 else 1
         self._map(self.entries * self.entry_size)
 
     def grow(self, Py_ssize_t max_bytes):
@@ -119,7 +120,6 @@ cdef class MappedIndex:
             m = self.entries
         self._unmap()
         self._file.truncate(m * self.entry_size)
-        self.max_entries = m
         self._map(m * self.entry_size)
 
     def close(self):
@@ -168,7 +168,7 @@ cdef class OffsetIndex(MappedIndex):
     cdef int append_entry(self, int64_t offset, int64_t position) except -1:
         cdef unsigned char *p
         if self.entries >= self.max_entries:
-            raise RuntimeError("offset index is full")  # the log rolls before this can happen
+            raise LogstoreError(f"offset index {self.path} is full or not open for appends")
         p = self.base + self.entries * 8
         ls_store_u32(p, <uint32_t>(offset - self.base_offset))
         ls_store_u32(p + 4, <uint32_t>position)
@@ -253,7 +253,7 @@ cdef class TimeIndex(MappedIndex):
             if offset - self.base_offset < ls_load_u32(self.base + (self.entries - 1) * 12 + 8):
                 return 0
         if self.entries >= self.max_entries:
-            raise RuntimeError("time index is full")
+            raise LogstoreError(f"time index {self.path} is full or not open for appends")
         p = self.base + self.entries * 12
         ls_store_i64(p, timestamp)
         ls_store_u32(p + 8, <uint32_t>(offset - self.base_offset))

@@ -1,0 +1,35 @@
+"""The public surface changes only on purpose: this test names it exactly."""
+
+import logstore
+import logstore.errors
+
+
+def test_package_all_is_exact():
+    assert sorted(logstore.__all__) == sorted([
+        "ConfigError", "CorruptRecordError", "InvalidArgumentError", "InvalidRecordError",
+        "LogClosedError", "LogConfig", "LogstoreError", "OffsetOutOfRangeError", "PartitionLog",
+        "Record", "RecordBatchView", "RecordTooLargeError", "RecoveryReport",
+        "UnsupportedCodecError", "__version__", "errors",
+    ])
+    for name in logstore.__all__:
+        assert hasattr(logstore, name), name
+
+
+def test_every_error_is_a_logstore_error():
+    for name in logstore.errors.__all__:
+        cls = getattr(logstore.errors, name)
+        assert issubclass(cls, logstore.errors.LogstoreError), name
+
+
+def test_argument_errors_are_value_and_type_errors():
+    # callers catching the builtin they expect keep working
+    for cls in (logstore.InvalidArgumentError, logstore.InvalidRecordError, logstore.RecordTooLargeError):
+        assert issubclass(cls, ValueError) and issubclass(cls, TypeError)
+    assert issubclass(logstore.OffsetOutOfRangeError, IndexError)
+    assert issubclass(logstore.ConfigError, ValueError)
+
+
+def test_py_typed_marker_ships():
+    import importlib.resources
+
+    assert importlib.resources.files("logstore").joinpath("py.typed").is_file()
