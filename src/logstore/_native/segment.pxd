@@ -24,6 +24,7 @@ cdef class Segment:
     cdef public int64_t created_ms             # wall clock of the first append; anchors segment_ms
     cdef Py_ssize_t bytes_since_index
     cdef readonly int index_interval
+    cdef readonly Py_ssize_t max_index_bytes
     cdef readonly bint sealed
     # the open batch: single-record appends grow one batch in the write buffer until it is sealed
     cdef Py_ssize_t open_pos                  # its offset in wbuf; -1 when there is none

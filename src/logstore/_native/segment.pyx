@@ -14,7 +14,7 @@ from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
 from libc.errno cimport EINTR, errno
 from libc.stdint cimport int64_t
 from libc.string cimport memcpy
-from posix.unistd cimport close, fdatasync, ftruncate, pread, write
+from posix.unistd cimport close, fdatasync, ftruncate, pread, pwrite
 
 from logstore._native.codec cimport (BatchInfo, RecordBatchView, RecordSpec, check_batch,
                                      raise_batch_error, read_batch_header, record_body_size,
@@ -70,6 +70,7 @@ cdef class Segment:
         self.base_offset = base_offset
         self.log_path = os.path.join(directory, name + ".log")
         self.index_interval = index_interval
+        self.max_index_bytes = max_index_bytes
         self.fd = os.open(self.log_path, os.O_RDWR | os.O_CREAT, 0o644)
         self.file_size = os.fstat(self.fd).st_size
         self.offset_index = OffsetIndex(os.path.join(directory, name + ".index"), base_offset,
@@ -128,23 +129,27 @@ cdef class Segment:
         self.bytes_since_index += size
         self.next_offset = last_offset + 1
         if max_timestamp > self.max_timestamp:
+            # the time index points at the batch where a new maximum appeared (by its base
+            # offset, which the writer knows before the batch is complete)
             self.max_timestamp = max_timestamp
-            self.offset_of_max_timestamp = last_offset
+            self.offset_of_max_timestamp = base_offset
         if self.first_batch_timestamp < 0:
             self.first_batch_timestamp = max_timestamp
         return 0
 
     cdef int drain(self) except -1:
-        """Hand buffered batches to the OS. On failure the file is cut back to its last whole batch."""
+        """Hand buffered batches to the OS at the end of the file (pwrite: the position is ours,
+        not the descriptor's). On failure the file is cut back to its last whole batch."""
         cdef const unsigned char *p = self.wbuf
-        cdef Py_ssize_t left, r
+        cdef Py_ssize_t left, r, at
         cdef int err
         if self.open_pos >= 0:
             self.seal_open_batch()
         left = self.wlen
+        at = self.file_size
         while left > 0:
             with nogil:
-                r = write(self.fd, p, left)
+                r = pwrite(self.fd, p, left, at)
             if r < 0:
                 err = errno
                 if err == EINTR:
@@ -154,6 +159,7 @@ cdef class Segment:
                 raise OSError(err, os.strerror(err), self.log_path)
             p += r
             left -= r
+            at += r
         self.file_size += self.wlen
         self.wlen = 0
         return 0
@@ -190,7 +196,7 @@ cdef class Segment:
                     self.open_max_timestamp = spec.timestamp
                 if spec.timestamp > self.max_timestamp:
                     self.max_timestamp = spec.timestamp
-                    self.offset_of_max_timestamp = offset
+                    self.offset_of_max_timestamp = self.open_base_offset
                 return 0
         body = record_body_size(spec, 0, 0)
         spec.body_size = body
@@ -388,15 +394,15 @@ cdef class Segment:
                 raise CorruptRecordError(f"segment {self.log_path} does not end on a whole batch")
             if info.max_timestamp > self.max_timestamp:
                 self.max_timestamp = info.max_timestamp
-                self.offset_of_max_timestamp = info.last_offset
+                self.offset_of_max_timestamp = info.base_offset
             last_pos = pos
             self.next_offset = info.last_offset + 1
             pos += info.size
         # The writer indexes a batch once index_interval bytes have passed since the last entry,
         # so every batch after the last entry starts less than that far from it.
-        if last_pos - indexed_pos > self.index_interval and last_pos > 0:
+        if last_pos > indexed_pos and last_pos - indexed_pos >= self.index_interval:
             raise CorruptRecordError(f"offset index {self.offset_index.path} is missing entries")
-        if self.file_size and self.time_index.entries == 0:
+        if self.time_index.entries == 0 and self.max_timestamp >= 0:
             raise CorruptRecordError(f"time index {self.time_index.path} is empty")
         if self.file_size:
             p = self.read_scratch(0, 61, &got)
@@ -424,8 +430,11 @@ cdef class Segment:
         cdef int64_t expect = max(self.base_offset, min_offset)
         cdef int last_epoch = -1
         epochs = []
+        # rebuild into preallocated indexes (a sealed segment's are trimmed); re-trimmed below
         self.offset_index.reset()
         self.time_index.reset()
+        self.offset_index.grow(self.max_index_bytes)
+        self.time_index.grow(self.max_index_bytes)
         self.next_offset = self.base_offset
         self.max_timestamp = -1
         self.offset_of_max_timestamp = self.base_offset
@@ -444,9 +453,12 @@ cdef class Segment:
             rc = check_batch(p + rel, avail - rel, &info, verify_crc, False)
             if rc == 5:
                 raise_batch_error(rc, pos)  # a compressed batch is not damage: do not cut it away
-            if rc != 0 or info.base_offset < expect or info.last_offset - self.base_offset > 0xffffffff \
-                    or self.offset_index.is_full or self.time_index.is_full:
+            if rc != 0 or info.base_offset < expect or info.last_offset - self.base_offset > 0x7fffffff:
                 break
+            if self.offset_index.entries + 1 >= self.offset_index.max_entries:
+                self.offset_index.grow(2 * self.offset_index.max_entries * 8)
+            if self.time_index.entries + 1 >= self.time_index.max_entries:
+                self.time_index.grow(2 * self.time_index.max_entries * 12)
             if info.leader_epoch != last_epoch:
                 epochs.append((info.leader_epoch, info.base_offset))
                 last_epoch = info.leader_epoch
@@ -459,6 +471,8 @@ cdef class Segment:
             if ftruncate(self.fd, pos) != 0:
                 raise OSError(errno, os.strerror(errno), self.log_path)
             self.file_size = pos
+        if self.sealed:
+            self._seal_indexes()
         return truncated, epochs
 
     def truncate_to(self, int64_t offset):
@@ -480,11 +494,16 @@ cdef class Segment:
     def seal(self):
         """The segment stops being active: drain, add the final time index entry, trim indexes."""
         self.drain()
+        self._seal_indexes()
+        self.sealed = True
+
+    def _seal_indexes(self):
         if self.max_timestamp >= 0:
+            if self.time_index.entries >= self.time_index.max_entries:
+                self.time_index.grow((self.time_index.entries + 1) * 12)
             self.time_index.maybe_append_entry(self.max_timestamp, self.offset_of_max_timestamp)
         self.offset_index.trim()
         self.time_index.trim()
-        self.sealed = True
 
     def activate(self, Py_ssize_t max_index_bytes):
         """Make a sealed segment appendable again (the last one, on reopen or after truncation)."""
