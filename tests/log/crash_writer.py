@@ -49,7 +49,7 @@ def record_for(offset: int) -> tuple[bytes | None, bytes | None, list[tuple[str,
     # mostly increasing timestamps with jitter and rare spikes (so a segment's largest timestamp
     # is not always its last one)
     ts = TS0 + 10 * offset + (h[7] % 21) - 10
-    if h[8] % 64 == 0:
+    if h[8] % 16 == 0:
         ts += 5000
     return key, value, headers, ts
 

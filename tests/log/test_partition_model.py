@@ -1,11 +1,14 @@
 """Model-based test of PartitionLog: a hypothesis state machine drives a real log with a small
-config (so segments roll, indexes fill and retention has something to delete) next to a plain
-in-memory model, and checks after every step that both agree.
+config (so segments roll, indexes fill up and retention has something to delete) next to a plain
+in-memory model, and checks after every step that the two agree.
 
-The model is a list of batches, each a list of records ``(offset, timestamp, key, value, headers)``
-with the leader epoch it was stamped with, plus log start offset, high watermark and log end offset.
-Batch boundaries of ``append``/``append_many`` are predicted from the Kafka v2 record sizes (greedy
-packing up to ``max_record_bytes``), so the encoder's sizing is checked too.
+The model is a list of batches, each ``{"epoch": leader epoch, "single": made by append(),
+"records": [(offset, timestamp, key, value, headers), ...]}``, plus log start offset, high
+watermark and log end offset. Batch boundaries of ``append_many``/``append_arrays`` are predicted
+from the Kafka v2 record sizes (greedy packing up to ``max_record_bytes``), so the encoder's sizing
+is checked too. Single-record ``append`` calls may share a batch (the log coalesces consecutive
+ones); for those the model learns the boundaries from the log and checks them instead (exact
+encoded size, one epoch per batch, under the batch limit, a new batch only when needed).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import shutil
 import time
 
 import hypothesis.strategies as st
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis.stateful import (RuleBasedStateMachine, initialize, invariant, precondition, rule,
@@ -24,6 +28,7 @@ from hypothesis.stateful import (RuleBasedStateMachine, initialize, invariant, p
 from logstore import PartitionLog, errors
 
 BATCH_HEADER = 61
+OPEN_BATCH_BYTES = 16384  # single appends share a batch up to this size (Kafka's batch.size)
 
 
 # -- record sizing (Kafka record batch v2) -----------------------------------------------------
@@ -42,8 +47,8 @@ def bytes_field(b: bytes | None) -> int:
 
 
 def record_size(ts_delta: int, offset_delta: int, key, value, headers) -> int:
-    body = 1 + varint_size(ts_delta) + varint_size(offset_delta) + bytes_field(key) + bytes_field(value)
     headers = headers or []
+    body = 1 + varint_size(ts_delta) + varint_size(offset_delta) + bytes_field(key) + bytes_field(value)
     body += varint_size(len(headers))
     for hk, hv in headers:
         kb = hk.encode("utf-8")
@@ -51,18 +56,24 @@ def record_size(ts_delta: int, offset_delta: int, key, value, headers) -> int:
     return varint_size(body) + body
 
 
-def plan_batches(records: list[tuple], max_bytes: int) -> list[list[tuple]] | None:
-    """Greedy split of ``records`` (ts, key, value, headers) into batches of at most ``max_bytes``;
-    None if some record does not fit a batch of its own."""
-    for ts, k, v, h in records:
-        if BATCH_HEADER + record_size(0, 0, k, v, h) > max_bytes:
-            return None
+def batch_size(records: list[tuple]) -> int:
+    """Encoded size of one batch of (ts, key, value, headers)."""
+    base_ts = records[0][0]
+    return BATCH_HEADER + sum(record_size(ts - base_ts, i, k, v, h) for i, (ts, k, v, h) in enumerate(records))
+
+
+def fits_alone(key, value, headers, max_bytes: int) -> bool:
+    return BATCH_HEADER + record_size(0, 0, key, value, headers) <= max_bytes
+
+
+def plan_batches(records: list[tuple], max_bytes: int) -> list[list[tuple]]:
+    """Greedy split of ``records`` (ts, key, value, headers) into batches of at most ``max_bytes``."""
     out: list[list[tuple]] = []
     i = 0
     while i < len(records):
         base_ts = records[i][0]
         total = BATCH_HEADER
-        batch = []
+        batch: list[tuple] = []
         for j in range(i, len(records)):
             ts, k, v, h = records[j]
             size = record_size(ts - base_ts, j - i, k, v, h)
@@ -73,6 +84,10 @@ def plan_batches(records: list[tuple], max_bytes: int) -> list[list[tuple]] | No
         out.append(batch)
         i += len(batch)
     return out
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
 
 
 # -- strategies --------------------------------------------------------------------------------
@@ -87,6 +102,14 @@ header_lists = st.one_of(
     st.lists(st.tuples(st.text(max_size=6), st.one_of(st.none(), st.binary(max_size=12))), max_size=3),
 )
 timestamps = st.integers(min_value=0, max_value=2**41)
+single_ops = st.lists(
+    st.one_of(
+        st.tuples(st.just("append"), st.one_of(values, values, large_values), keys, header_lists,
+                  st.one_of(st.none(), timestamps)),
+        st.tuples(st.just("epoch"), st.integers(0, 1)),
+    ),
+    min_size=1, max_size=30,
+)
 
 _ids = itertools.count()
 
@@ -100,33 +123,33 @@ class PartitionModel(RuleBasedStateMachine):
         self.source: PartitionLog | None = None
         self.dirs: list[str] = []
 
-    # -- setup / teardown ---------------------------------------------------------------------
-
     def _new_dir(self, tag: str) -> str:
         d = os.path.join(self.base_dir, f"{tag}-{next(_ids)}")
         self.dirs.append(d)
         return d
 
+    def _open(self, path: str) -> PartitionLog:
+        return PartitionLog.open(path, **self.cfg)
+
     @initialize(
-        segment_bytes=st.integers(4096, 16384),
+        segment_bytes=st.one_of(st.integers(512, 4096), st.integers(4096, 16384)),
         index_interval_bytes=st.integers(0, 512),
-        max_index_bytes=st.integers(64, 400),
+        max_index_bytes=st.integers(64, 400),  # 8..50 offset entries: a full index rolls too
         max_record_bytes=st.sampled_from([512, 1024, 2048, 4096]),
-        retention_bytes=st.one_of(st.none(), st.integers(0, 60000)),
+        retention_bytes=st.one_of(st.none(), st.integers(0, 2000), st.integers(0, 20000)),
         initial_epoch=st.integers(0, 3),
     )
     def setup(self, segment_bytes, index_interval_bytes, max_index_bytes, max_record_bytes,
               retention_bytes, initial_epoch):
+        max_record_bytes = min(max_record_bytes, segment_bytes)
         self.cfg = dict(segment_bytes=segment_bytes, index_interval_bytes=index_interval_bytes,
                         max_index_bytes=max_index_bytes, max_record_bytes=max_record_bytes,
                         retention_bytes=retention_bytes, segment_ms=None, flush="never")
         self.path = self._new_dir("log")
-        self.log = PartitionLog.open(self.path, **self.cfg)
-        self.source = PartitionLog.open(self._new_dir("src"), flush="never",
-                                        max_record_bytes=max_record_bytes)
+        self.log = self._open(self.path)
+        self.source = PartitionLog.open(self._new_dir("src"), flush="never", max_record_bytes=max_record_bytes)
         self.log.set_leader_epoch(initial_epoch)
-        # model
-        self.batches: list[dict] = []  # {"epoch": e, "records": [(off, ts, key, value, headers)]}
+        self.batches: list[dict] = []
         self.log_start = 0
         self.hw = 0
         self.leo = 0
@@ -147,69 +170,162 @@ class PartitionModel(RuleBasedStateMachine):
     def _drop_below_start(self) -> None:
         self.batches = [b for b in self.batches if b["records"][-1][0] >= self.log_start]
 
-    def _add_batches(self, planned: list[list[tuple]]) -> None:
+    def _add_batches(self, planned: list[list[tuple]], single: bool = False) -> None:
         """Add batches of (ts, key, value, headers) at the model's log end offset."""
         for batch in planned:
             recs = []
             for ts, k, v, h in batch:
                 recs.append((self.leo, ts, k, v, list(h or [])))
                 self.leo += 1
-            self.batches.append({"epoch": self.epoch, "records": recs})
+            self.batches.append({"epoch": self.epoch, "single": single, "records": recs})
 
     def _snapshot(self):
         lg = self.log
         return (lg.log_start_offset, lg.high_watermark, lg.log_end_offset, lg.size_bytes, lg.segments())
 
-    def _append_records(self, call, records: list[tuple], explicit_ts: bool) -> None:
-        """``records`` is a list of (ts or None, key, value, headers); ``call`` appends them."""
+    def _read_back_timestamps(self, first: int, n: int, t0: int, t1: int) -> list[int]:
+        """Timestamps the log gave records [first, first + n) (they were stamped "now")."""
+        got = []
+        while len(got) < n:
+            view = self.log.read(first + len(got), max_bytes=1 << 22, max_offset=first + n)
+            got.extend(view.timestamps.tolist())
+        for ts in got:
+            assert t0 - 1 <= ts <= t1 + 1, "a record without a timestamp gets the append time"
+        return got
+
+    def _append_planned(self, call, records: list[tuple], explicit_ts: bool) -> None:
+        """``call()`` appends ``records`` (ts or None, key, value, headers) with one append call
+        whose batches are predictable (append_many/append_arrays)."""
         before = self._snapshot()
-        t0 = int(time.time() * 1000)
-        planned_probe = plan_batches([(0 if ts is None else ts, k, v, h) for ts, k, v, h in records],
-                                     self.cfg["max_record_bytes"])
-        if planned_probe is None:
+        mrb = self.cfg["max_record_bytes"]
+        if not all(fits_alone(k, v, h, mrb) for _ts, k, v, h in records):
             with pytest.raises(errors.RecordTooLargeError):
                 call()
-            assert self._snapshot() == before
+            assert self._snapshot() == before, "a rejected append writes nothing"
             return
+        t0 = now_ms()
         first = call()
-        t1 = int(time.time() * 1000)
-        assert first == self.leo
+        t1 = now_ms()
         n = len(records)
+        assert first == self.leo
         assert self.log.log_end_offset == self.leo + n
         if not explicit_ts:
-            # the log stamped "now": learn the value it chose, and check it is a plausible now
-            view = self.log.read(first, max_bytes=1 << 22, max_offset=first + n)
-            got = list(view)
-            assert len(got) == n
-            stamped = {r.timestamp for r in got}
-            assert len(stamped) == 1, "one append call uses one timestamp"
+            stamped = set(self._read_back_timestamps(first, n, t0, t1))
+            assert len(stamped) == 1, "one append call stamps one time"
             now = stamped.pop()
-            assert t0 - 1 <= now <= t1 + 1
             records = [(now, k, v, h) for _ts, k, v, h in records]
-        planned = plan_batches(list(records), self.cfg["max_record_bytes"])
-        assert planned is not None
-        self._add_batches(planned)
+        self._add_batches(plan_batches(list(records), mrb))
 
-    # -- rules --------------------------------------------------------------------------------
+    def _seg_of(self, offset: int) -> int:
+        segs = self.log.segments()
+        return max(i for i, s in enumerate(segs) if s["base_offset"] <= offset)
 
-    @rule(value=st.one_of(values, large_values), key=keys, headers=header_lists,
-          ts=st.one_of(st.none(), timestamps))
-    def append_one(self, value, key, headers, ts):
-        self._append_records(lambda: self.log.append(value, key=key, headers=headers, timestamp=ts),
-                             [(ts, key, value, headers)], ts is not None)
+    # -- rules: appends -----------------------------------------------------------------------
+
+    @rule(ops=single_ops)
+    def append_singles(self, ops):
+        """Consecutive append() calls (with leader epoch changes in between sometimes)."""
+        mrb = self.cfg["max_record_bytes"]
+        start = self.leo
+        appended = []  # (ts or None, key, value, headers, epoch)
+        t0 = now_ms()
+        for op in ops:
+            if op[0] == "epoch":
+                self.log.set_leader_epoch(self.epoch + op[1])
+                self.epoch += op[1]
+                continue
+            _, value, key, headers, ts = op
+            if not fits_alone(key, value, headers, mrb):
+                leo = self.log.log_end_offset
+                with pytest.raises(errors.RecordTooLargeError):
+                    self.log.append(value, key=key, headers=headers, timestamp=ts)
+                assert self.log.log_end_offset == leo
+                continue
+            offset = self.log.append(value, key=key, headers=headers, timestamp=ts)
+            assert offset == start + len(appended)
+            appended.append((ts, key, value, headers, self.epoch))
+        t1 = now_ms()
+        if not appended:
+            return
+        n = len(appended)
+        assert self.log.log_end_offset == start + n
+        # learn the batches the log made of them
+        log_batches, recs = [], []
+        offset = start
+        while offset < start + n:
+            view = self.log.read(offset, max_bytes=1 << 22)
+            log_batches.extend(view.batches())
+            recs.extend(view)
+            offset = view.next_offset
+        assert [r.offset for r in recs] == list(range(start, start + n))
+        prev = self.batches[-1] if self.batches else None
+        if log_batches[0]["base_offset"] < start:
+            # the first record joined the batch before it: only an append() batch of the same epoch
+            assert prev is not None and prev["single"] and prev["records"][0][0] == log_batches[0]["base_offset"]
+            assert prev["epoch"] == appended[0][4]
+        else:
+            assert log_batches[0]["base_offset"] == start
+        for i, (ts, key, value, headers, _e) in enumerate(appended):
+            r = recs[i]
+            if ts is None:
+                assert t0 - 1 <= r.timestamp <= t1 + 1
+            else:
+                assert r.timestamp == ts
+            assert (r.key, r.value, r.headers) == (key, value, list(headers or []))
+        limit = min(OPEN_BATCH_BYTES, mrb)
+        new_batches = []
+        for b in log_batches:
+            lo, hi = max(b["base_offset"], start), b["last_offset"]
+            epochs = {appended[o - start][4] for o in range(lo, hi + 1)}
+            assert epochs == {b["leader_epoch"]}, "a batch carries the epoch of every record in it"
+            mine = [(recs[o - start].timestamp, *appended[o - start][1:4]) for o in range(lo, hi + 1)]
+            if b["base_offset"] < start:
+                old = [(ts, k, v, h) for _o, ts, k, v, h in prev["records"]]
+                prev["records"].extend((o, ts, k, v, list(h or [])) for o, (ts, k, v, h) in zip(range(lo, hi + 1), mine))
+                mine = old + mine
+            else:
+                new_batches.append({"epoch": b["leader_epoch"], "single": True,
+                                    "records": [(o, ts, k, v, list(h or []))
+                                                for o, (ts, k, v, h) in zip(range(lo, hi + 1), mine)]})
+            assert b["size"] == batch_size(mine), "exact v2 encoding of the coalesced batch"
+            assert b["record_count"] == len(mine)
+            assert b["size"] <= limit or len(mine) == 1
+            b["_mine"] = mine
+        # a new batch starts only when the epoch changes, the segment rolls or the limit is hit
+        for b1, b2 in zip(log_batches, log_batches[1:]):
+            if b1["leader_epoch"] == b2["leader_epoch"] and self._seg_of(b1["base_offset"]) == self._seg_of(b2["base_offset"]):
+                ts0 = b1["_mine"][0][0]
+                ts, k, v, h = b2["_mine"][0]
+                assert b1["size"] + record_size(ts - ts0, len(b1["_mine"]), k, v, h) > limit, \
+                    "consecutive single appends share a batch while it has room"
+        self.batches.extend(new_batches)
+        self.leo = start + n
 
     @rule(data=st.data(), n=st.integers(1, 50), with_keys=st.booleans(), with_headers=st.booleans(),
           with_ts=st.booleans(), oversize=st.integers(0, 9).map(lambda x: x == 9))
     def append_many(self, data, n, with_keys, with_headers, with_ts, oversize):
-        vals = data.draw(st.lists(st.one_of(values, large_values) if oversize else values,
-                                  min_size=n, max_size=n))
+        vals = data.draw(st.lists(st.one_of(values, large_values) if oversize else values, min_size=n, max_size=n))
         ks = data.draw(st.lists(keys, min_size=n, max_size=n)) if with_keys else None
         hs = data.draw(st.lists(header_lists, min_size=n, max_size=n)) if with_headers else None
         ts = data.draw(st.lists(timestamps, min_size=n, max_size=n)) if with_ts else None
-        records = [(ts[i] if ts else None, ks[i] if ks else None, vals[i], hs[i] if hs else None)
-                   for i in range(n)]
-        self._append_records(lambda: self.log.append_many(vals, keys=ks, headers=hs, timestamps=ts),
+        records = [(ts[i] if ts else None, ks[i] if ks else None, vals[i], hs[i] if hs else None) for i in range(n)]
+        self._append_planned(lambda: self.log.append_many(vals, keys=ks, headers=hs, timestamps=ts),
                              records, with_ts)
+
+    @rule(data=st.data(), n=st.integers(1, 40), with_keys=st.booleans(), with_ts=st.booleans())
+    def append_arrays(self, data, n, with_keys, with_ts):
+        vals = data.draw(st.lists(st.one_of(st.none(), small_bytes), min_size=n, max_size=n))
+        ks = data.draw(st.lists(keys, min_size=n, max_size=n)) if with_keys else None
+        ts = data.draw(st.lists(timestamps, min_size=n, max_size=n)) if with_ts else None
+        vbuf = np.frombuffer(b"".join(v or b"" for v in vals), dtype=np.uint8)
+        vlen = np.array([-1 if v is None else len(v) for v in vals], dtype=np.int64)
+        kbuf = klen = None
+        if ks is not None:
+            kbuf = b"".join(k or b"" for k in ks)
+            klen = np.array([-1 if k is None else len(k) for k in ks], dtype=np.int32)
+        tsa = np.array(ts, dtype=np.int64) if ts is not None else None
+        records = [(ts[i] if ts else None, ks[i] if ks else None, vals[i], None) for i in range(n)]
+        self._append_planned(lambda: self.log.append_arrays(vbuf, vlen, kbuf, klen, tsa), records, with_ts)
 
     @rule(data=st.data(), n=st.integers(1, 30), with_ts=st.booleans())
     def append_raw_from_other_log(self, data, n, with_ts):
@@ -221,29 +337,28 @@ class PartitionModel(RuleBasedStateMachine):
         ts = data.draw(st.lists(timestamps, min_size=n, max_size=n)) if with_ts else None
         start = src.append_many(vals, keys=ks, headers=hs, timestamps=ts)
         view = src.read(start, max_bytes=1 << 22)
-        raw = bytes(view.raw)
         src_batches = [[(r.timestamp, r.key, r.value, r.headers) for r in view
                         if b["base_offset"] <= r.offset <= b["last_offset"]] for b in view.batches()]
         assert [rec[2] for b in src_batches for rec in b] == vals
-        self._append_raw(raw, src_batches)
+        self._append_raw(bytes(view.raw), src_batches)
 
     @precondition(lambda self: self.leo > self.log_start)
     @rule(data=st.data(), max_bytes=st.integers(1, 6000))
     def append_raw_from_own_read(self, data, max_bytes):
         offset = data.draw(st.integers(self.log_start, self.leo - 1))
         view = self.log.read(offset, max_bytes=max_bytes)
-        raw = bytes(view.raw)
-        batches = []
-        for b in view.batches():
-            mb = next(m for m in self.batches if m["records"][0][0] == b["base_offset"])
-            batches.append([(ts, k, v, h) for _o, ts, k, v, h in mb["records"]])
-        self._append_raw(raw, batches)
+        by_base = {b["records"][0][0]: b for b in self.batches}
+        batches = [[(ts, k, v, h) for _o, ts, k, v, h in by_base[b["base_offset"]]["records"]]
+                   for b in view.batches()]
+        self._append_raw(bytes(view.raw), batches)
 
     def _append_raw(self, raw: bytes, batches: list[list[tuple]]) -> None:
         first = self.log.append_batch(raw)
         assert first == self.leo
         self._add_batches(batches)
         assert self.log.log_end_offset == self.leo
+
+    # -- rules: reads and lookups ---------------------------------------------------------------
 
     @rule(data=st.data(), max_bytes=st.integers(1, 20000), bounded=st.booleans())
     def read(self, data, max_bytes, bounded):
@@ -257,22 +372,32 @@ class PartitionModel(RuleBasedStateMachine):
         limit = self.leo if max_offset is None else min(max_offset, self.leo)
         got = [(r.offset, r.timestamp, r.key, r.value, r.headers) for r in view]
         if offset >= limit:
-            assert got == []
-            assert len(view) == 0
+            assert got == [] and len(view) == 0
             return
         assert got, "a read below the limit returns at least one record"
         expected = [r for r in self.visible() if offset <= r[0] < limit]
-        assert got == expected[:len(got)]
         assert got[0][0] == offset
+        assert got == expected[:len(got)], "a contiguous run from the offset, nothing past the limit"
         assert view.next_offset == got[-1][0] + 1
-        # columns agree with the records
-        assert list(view.offsets) == [g[0] for g in got]
-        assert list(view.timestamps) == [g[1] for g in got]
+        assert view.offsets.tolist() == [g[0] for g in got]
+        assert view.timestamps.tolist() == [g[1] for g in got]
         # whole batches only, within max_bytes unless the first batch alone is larger
         bs = view.batches()
         assert view.size_bytes == sum(b["size"] for b in bs)
         assert view.size_bytes <= max(max_bytes, bs[0]["size"])
         assert bs[0]["base_offset"] <= offset <= bs[0]["last_offset"]
+
+    @rule(data=st.data())
+    def offset_for_timestamp(self, data):
+        vis = self.visible()
+        choices = [st.integers(0, 2**41 + 5)]
+        if vis:
+            choices.append(st.sampled_from([r[1] + d for r in vis for d in (-1, 0, 1) if r[1] + d >= 0]))
+        t = data.draw(st.one_of(*choices))
+        expected = next(((r[0], r[1]) for r in vis if r[1] >= t), None)
+        assert self.log.offset_for_timestamp(t) == expected
+
+    # -- rules: log management ------------------------------------------------------------------
 
     @rule()
     def roll(self):
@@ -282,7 +407,7 @@ class PartitionModel(RuleBasedStateMachine):
         if segs[-1]["size"] == 0:
             assert after == segs
         else:
-            assert len(after) == len(segs) + 1
+            assert after[:-1] == segs and after[-2]["next_offset"] == self.leo
             assert after[-1]["base_offset"] == self.leo and after[-1]["size"] == 0
 
     @rule(data=st.data())
@@ -292,6 +417,7 @@ class PartitionModel(RuleBasedStateMachine):
         if offset >= self.leo:
             pass
         elif offset < self.log_start:
+            # below the log start: the log restarts, empty, at ``offset``
             self.batches = []
             self.log_start = self.leo = self.hw = offset
         else:
@@ -305,7 +431,7 @@ class PartitionModel(RuleBasedStateMachine):
 
     @rule(data=st.data())
     def set_high_watermark(self, data):
-        offset = data.draw(st.integers(max(0, self.log_start - 2), self.leo + 2))
+        offset = data.draw(st.one_of(st.just(self.leo), st.integers(max(0, self.log_start - 2), self.leo + 2)))
         if not self.log_start <= offset <= self.leo:
             with pytest.raises(errors.OffsetOutOfRangeError):
                 self.log.set_high_watermark(offset)
@@ -317,6 +443,9 @@ class PartitionModel(RuleBasedStateMachine):
     def set_leader_epoch(self, bump):
         self.log.set_leader_epoch(self.epoch + bump)
         self.epoch += bump
+        if self.epoch > 0:
+            with pytest.raises(errors.InvalidArgumentError):
+                self.log.set_leader_epoch(self.epoch - 1)
 
     @rule(data=st.data())
     def delete_before(self, data):
@@ -336,8 +465,11 @@ class PartitionModel(RuleBasedStateMachine):
         # every segment wholly below the new start is gone (the active one always stays)
         assert len(segs) == 1 or segs[1]["base_offset"] > self.log_start
 
-    @rule()
-    def apply_retention(self):
+    @rule(raise_hw=st.booleans())
+    def apply_retention(self, raise_hw):
+        if raise_hw:
+            self.log.set_high_watermark(self.leo)
+            self.hw = self.leo
         before = self.log.segments()
         old_start = self.log.log_start_offset
         deleted = self.log.apply_retention()
@@ -347,50 +479,49 @@ class PartitionModel(RuleBasedStateMachine):
             assert deleted == 0 and after == before
             return
         assert after == before[deleted:], "only whole segments, oldest first"
-        assert len(after) >= 1 and after[-1] == before[-1], "the active segment is never deleted"
+        assert after and after[-1] == before[-1], "the active segment is never deleted"
         for seg in before[:deleted]:
             assert seg["next_offset"] <= self.hw, "retention never passes the high watermark"
-        # nothing more was deletable
+        # nothing more was deletable: the oldest remaining segment is needed to stay over the limit
         total = sum(s["size"] for s in after)
         if len(after) > 1 and after[1]["base_offset"] <= self.hw:
             assert total - after[0]["size"] < limit
         new_start = self.log.log_start_offset
         assert new_start == max(old_start, after[0]["base_offset"])
-        assert new_start <= self.hw
         self.log_start = new_start
         self._drop_below_start()
 
-    @rule(data=st.data())
-    def offset_for_timestamp(self, data):
-        vis = self.visible()
-        choices = [st.integers(0, 2**41 + 5)]
-        if vis:
-            choices.append(st.sampled_from([r[1] + d for r in vis for d in (-1, 0, 1)]))
-        t = data.draw(st.one_of(*choices))
-        expected = next(((r[0], r[1]) for r in vis if r[1] >= t), None)
-        assert self.log.offset_for_timestamp(t) == expected
+    # -- rules: close and crash -----------------------------------------------------------------
 
     @rule()
     def clean_reopen(self):
         segs = self.log.segments()
+        epochs = self.log.epoch_cache
         self.log.close()
-        self.log.close()
+        self.log.close()  # idempotent
         with pytest.raises(errors.LogClosedError):
             self.log.append(b"x")
-        self.log = PartitionLog.open(self.path, **self.cfg)
+        self.log = self._open(self.path)
         rep = self.log.recovery
         assert rep.clean_shutdown and rep.checkpoint_valid and not rep.cut
         assert self.log.segments() == segs
+        self._check_epochs_after_reopen(epochs)
+
+    def _check_epochs_after_reopen(self, epochs_before) -> None:
+        assert self.log.epoch_cache == epochs_before
+        assert self.log.leader_epoch == self.epoch
 
     @rule(extra=st.lists(st.tuples(small_bytes, timestamps), max_size=5))
     def unclean_reopen(self, extra):
-        """What the disk holds after flush() is what a crash leaves: copy it while the log is open."""
+        """After flush() the disk holds what a crash leaves: copy the directory while the log is
+        open (the copy has no clean-shutdown marker) and open the copy."""
         self.log.flush()
         flushed_leo = self.leo
+        epochs = self.log.epoch_cache
         if extra:
-            # appended after the flush: may or may not survive, but only as whole batches
-            # (explicit timestamps: nothing reads them back, so they may still sit in the write buffer)
-            self._append_records(
+            # appended after the flush (explicit timestamps, so nothing reads them back and they
+            # may still sit in the write buffer): they may be lost, but only as whole batches
+            self._append_planned(
                 lambda: self.log.append_many([v for v, _ in extra], timestamps=[t for _, t in extra]),
                 [(t, None, v, None) for v, t in extra], True)
         crash_dir = self._new_dir("crash")
@@ -398,16 +529,16 @@ class PartitionModel(RuleBasedStateMachine):
         assert not os.path.exists(os.path.join(crash_dir, ".clean_shutdown"))
         self.log.close()
         self.path = crash_dir
-        self.log = PartitionLog.open(crash_dir, **self.cfg)
+        self.log = self._open(crash_dir)
         assert not self.log.recovery.clean_shutdown
         leo = self.log.log_end_offset
-        assert flushed_leo <= leo <= self.leo
+        assert flushed_leo <= leo <= self.leo, "every flushed record survives"
         if leo < self.leo:
-            boundaries = {b["records"][0][0] for b in self.batches} | {self.leo}
-            assert leo in boundaries
+            assert leo in {b["records"][0][0] for b in self.batches}, "only whole batches are lost"
             self.batches = [b for b in self.batches if b["records"][-1][0] < leo]
             self.leo = leo
             self.hw = min(self.hw, leo)
+        self._check_epochs_after_reopen(epochs)
 
     # -- invariants ---------------------------------------------------------------------------
 
@@ -448,8 +579,8 @@ class PartitionModel(RuleBasedStateMachine):
             batches.extend(view.batches())
             offset = view.next_offset
         assert got == self.visible()
-        expect_batches = [(b["records"][0][0], b["records"][-1][0], b["epoch"]) for b in self.batches]
-        assert [(b["base_offset"], b["last_offset"], b["leader_epoch"]) for b in batches] == expect_batches
+        expect = [(b["records"][0][0], b["records"][-1][0], b["epoch"]) for b in self.batches]
+        assert [(b["base_offset"], b["last_offset"], b["leader_epoch"]) for b in batches] == expect
         for b in batches:
             assert b["size"] <= self.cfg["max_record_bytes"]
         with pytest.raises(errors.OffsetOutOfRangeError):
@@ -460,14 +591,18 @@ class PartitionModel(RuleBasedStateMachine):
 
     @invariant()
     def epochs_known(self):
-        """Every leader epoch stamped on a batch in the log is in the epoch cache and ends after it."""
+        """Every leader epoch stamped on a batch in the log is in the epoch cache, and ends after it."""
         if self.log is None:
             return
+        assert self.log.leader_epoch == self.epoch
+        entries = self.log.epoch_cache
+        for (e1, o1), (e2, o2) in zip(entries, entries[1:]):
+            assert e1 < e2 and o1 < o2, f"epoch cache entries strictly increase in both fields: {entries}"
+        assert entries and entries[-1][0] == self.epoch, f"the current epoch is in the cache: {entries}"
         for b in self.batches:
-            epoch, last = b["epoch"], b["records"][-1][0]
-            found_epoch, end = self.log.end_offset_for_epoch(epoch)
-            assert found_epoch == epoch, (epoch, self.log.epoch_cache)
-            assert end > last
+            found, end = self.log.end_offset_for_epoch(b["epoch"])
+            assert found == b["epoch"], (b["epoch"], self.log.epoch_cache)
+            assert end > b["records"][-1][0]
 
 
 def test_partition_log_against_model(tmp_path):

@@ -378,24 +378,36 @@ cdef class Segment:
         and the batch headers after the last index entry. Raises CorruptRecordError if the files
         disagree or the index is missing entries the writer would have made."""
         cdef BatchInfo info
-        cdef Py_ssize_t pos = 0, last_pos = 0, indexed_pos = 0
+        cdef Py_ssize_t pos = 0, last_pos = 0, indexed_pos = 0, time_pos = 0
         cdef const unsigned char *p
         cdef Py_ssize_t got
         cdef int rc
+        cdef int64_t time_last = -1
         if self.offset_index.entries:
             indexed_pos = pos = self.offset_index.floor_position(0x7fffffffffffffff)
             self.next_offset = self.offset_index.last_offset()
+        if self.time_index.entries:
+            # The last time entry must hold the segment's largest timestamp: check every batch
+            # from the one it names (usually the last few) so a lost final entry is noticed.
+            time_last, off = self.time_index.last_entry()
+            time_pos = self.offset_index.floor_position(off)
+            if time_pos < pos:
+                pos = time_pos
+                self.next_offset = self.offset_index.lookup(off)[0]
         while pos < self.file_size:
             p = self.read_scratch(pos, 61, &got)
             rc = read_batch_header(p, got, &info)
             if rc == 1 and got == 61:
                 rc = 0
-            if rc != 0 or pos + info.size > self.file_size or info.base_offset < self.next_offset:
+            if rc != 0 or pos + info.size > self.file_size or info.base_offset != self.next_offset:
                 raise CorruptRecordError(f"segment {self.log_path} does not end on a whole batch")
+            if self.time_index.entries and info.max_timestamp > time_last:
+                raise CorruptRecordError(f"time index {self.time_index.path} is missing its last entries")
             if info.max_timestamp > self.max_timestamp:
                 self.max_timestamp = info.max_timestamp
                 self.offset_of_max_timestamp = info.base_offset
-            last_pos = pos
+            if pos >= indexed_pos:
+                last_pos = pos
             self.next_offset = info.last_offset + 1
             pos += info.size
         # The writer indexes a batch once index_interval bytes have passed since the last entry,
@@ -453,7 +465,9 @@ cdef class Segment:
             rc = check_batch(p + rel, avail - rel, &info, verify_crc, False)
             if rc == 5:
                 raise_batch_error(rc, pos)  # a compressed batch is not damage: do not cut it away
-            if rc != 0 or info.base_offset < expect or info.last_offset - self.base_offset > 0x7fffffff:
+            # offsets are dense: a batch that does not start where the last one ended is damage
+            # (base offsets are outside the CRC)
+            if rc != 0 or info.base_offset != expect or info.last_offset - self.base_offset > 0x7fffffff:
                 break
             if self.offset_index.entries + 1 >= self.offset_index.max_entries:
                 self.offset_index.grow(2 * self.offset_index.max_entries * 8)

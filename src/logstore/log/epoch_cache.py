@@ -24,13 +24,12 @@ class LeaderEpochCache:
     def assign(self, epoch: int, start_offset: int) -> bool:
         """Record that ``epoch`` starts at ``start_offset``; False if it changes nothing."""
         if self._entries:
-            last_epoch, last_start = self._entries[-1]
-            if epoch < last_epoch or (epoch == last_epoch):
+            last_epoch = self._entries[-1][0]
+            if epoch <= last_epoch:
                 return False
-            if start_offset < last_start:
-                # an older epoch claimed offsets the new one now owns: drop it (as Kafka does)
-                while self._entries and self._entries[-1][1] >= start_offset:
-                    self._entries.pop()
+            # older epochs that start at or after this one own no offsets: drop them (as Kafka does)
+            while self._entries and self._entries[-1][1] >= start_offset:
+                self._entries.pop()
         self._entries.append((epoch, start_offset))
         return True
 

@@ -146,7 +146,9 @@ class PartitionLog(LogCore):
         if cfg.flush == "always":
             for name in ("append", "append_many", "append_arrays", "append_batch"):
                 setattr(self, name, self._durable(getattr(LogCore, name).__get__(self)))
-        elif cfg.flush == "interval":
+        if cfg.flush != "never":
+            # "always" syncs data per append; the interval flush also moves the recovery point
+            # (indexes synced, checkpoint written) so a crash rescans only recent segments
             FLUSHER.register(self)
 
     # -- durability --------------------------------------------------------------------------
@@ -356,6 +358,9 @@ class PartitionLog(LogCore):
                 last.truncate_to(offset)
                 self._install_segments(keep)
                 self._epochs.truncate_from_end(self.log_end_offset)
+                if self._epochs.latest_epoch != self._leader_epoch:
+                    # the current epoch goes on from the new end (Kafka re-assigns it on append)
+                    self._epochs.assign(self._leader_epoch, self.log_end_offset)
             leo = self.log_end_offset
             self._high_watermark = min(self._high_watermark, leo)
             self._recovery_point = min(self._recovery_point, leo)
@@ -429,7 +434,8 @@ class PartitionLog(LogCore):
             try:
                 self._active.seal()
                 for seg in self._segments:
-                    seg.sync()
+                    if seg.next_offset > self._recovery_point or seg is self._active:
+                        seg.sync()
                 self._recovery_point = self.log_end_offset
                 self._write_checkpoint()
                 for seg in self._segments:
