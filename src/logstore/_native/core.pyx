@@ -67,7 +67,9 @@ cdef class LogCore:
     # -- append ------------------------------------------------------------------------------
 
     def append(self, value, key=None, headers=None, timestamp=None):
-        """Append one record; returns its offset."""
+        """Append one record; returns its offset. Consecutive single appends share one batch in
+        a user-space buffer, handed to the OS within ``flush_interval_ms`` (or at the next
+        read, batch append, ``flush_buffer()`` or ``flush()``)."""
         cdef int64_t now, offset
         cdef Py_ssize_t size, cnt
         cdef RecordSpec *spec
@@ -103,12 +105,14 @@ cdef class LogCore:
         ``keys``/``headers``/``timestamps`` are None or one item per value; ``timestamps`` may
         also be one int for all or an integer numpy array. The producer fields are stamped into
         the batch headers (idempotent producers)."""
-        cdef int64_t now
+        cdef int64_t now, first
         self._enter()
         try:
             now = now_ms()
             self._inputs.load(values, keys, headers, timestamps, now)
-            return self._write(now, producer_id, producer_epoch, base_sequence)
+            first = self._write(now, producer_id, producer_epoch, base_sequence)
+            self._active.drain()  # one syscall per call: the batch survives a process crash
+            return first
         finally:
             self._inputs.clear()
             self._exit()
@@ -117,12 +121,14 @@ cdef class LogCore:
         """Append records packed in buffers: ``values`` holds the values back to back and
         ``value_lengths`` their lengths (-1: null); likewise ``keys``/``key_lengths``.
         ``timestamps`` is None or an int64 array. Returns the first offset."""
-        cdef int64_t now
+        cdef int64_t now, first
         self._enter()
         try:
             now = now_ms()
             self._inputs.load_arrays(values, value_lengths, keys, key_lengths, timestamps, now)
-            return self._write(now, -1, -1, -1)
+            first = self._write(now, -1, -1, -1)
+            self._active.drain()
+            return first
         finally:
             self._inputs.clear()
             self._exit()
@@ -231,6 +237,7 @@ cdef class LogCore:
                 seg.commit(info.size, base, base + count - 1, info.max_timestamp)
                 self.log_end_offset = base + count
                 pos += info.size
+            self._active.drain()
             return first
         finally:
             self._exit()

@@ -236,8 +236,10 @@ static uint32_t ls_crc32c_x86_3way(uint32_t crc, const unsigned char *p, size_t 
 }
 #endif
 
-/* CRC32C of `n` bytes at `p`, continuing from `crc` (0 to start). */
+/* CRC32C of `n` bytes at `p`, continuing from `crc` (0 to start). The tables are static, so
+ * each extension module that includes this header has its own copy: initialise on first use. */
 static inline uint32_t ls_crc32c(uint32_t crc, const unsigned char *p, size_t n) {
+    if (!ls_crc32c_ready) ls_crc32c_init();
     crc = ~crc;
 #if defined(LS_CRC32C_X86)
     if (ls_crc32c_hw) return ~ls_crc32c_x86_3way(crc, p, n);
@@ -248,6 +250,7 @@ static inline uint32_t ls_crc32c(uint32_t crc, const unsigned char *p, size_t n)
 }
 
 static inline uint32_t ls_crc32c_sw_only(uint32_t crc, const unsigned char *p, size_t n) {
+    if (!ls_crc32c_ready) ls_crc32c_init();
     return ~ls_crc32c_sw(~crc, p, n);
 }
 

@@ -31,8 +31,10 @@ class LogConfig:
     max_record_bytes: int = 1048588
     """Largest record batch; a record that cannot fit one batch is rejected (Kafka: max.message.bytes)."""
     flush: str = "interval"
-    """Durability: "never" (page cache; fsync on flush()/close()), "interval" (a background fsync
-    every flush_interval_ms), "always" (fsync before an append returns, with group commit)."""
+    """Durability against power loss: "never" (fsync only on flush()/close()), "interval" (a
+    background fsync every flush_interval_ms), "always" (fsync before an append returns, with
+    group commit). Against a process crash, in every mode: batch appends are in the OS page cache
+    when they return; single appends within flush_interval_ms."""
     flush_interval_ms: int = 1000
     timestamp_type: str = "create_time"
     """"create_time" keeps the producer's timestamps; "log_append_time" stamps the append time."""

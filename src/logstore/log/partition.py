@@ -146,10 +146,9 @@ class PartitionLog(LogCore):
         if cfg.flush == "always":
             for name in ("append", "append_many", "append_arrays", "append_batch"):
                 setattr(self, name, self._durable(getattr(LogCore, name).__get__(self)))
-        if cfg.flush != "never":
-            # "always" syncs data per append; the interval flush also moves the recovery point
-            # (indexes synced, checkpoint written) so a crash rescans only recent segments
-            FLUSHER.register(self)
+        # every mode: buffered single appends reach the OS within flush_interval_ms; "interval"
+        # also fsyncs then, and "always" (which syncs data per append) moves the recovery point
+        FLUSHER.register(self)
 
     # -- durability --------------------------------------------------------------------------
 
@@ -207,13 +206,24 @@ class PartitionLog(LogCore):
             self._write_checkpoint()
             self._last_flush = time.monotonic()
 
+    def flush_buffer(self) -> None:
+        """Hand buffered appends to the OS (they then survive a process crash, not a power
+        loss); ``flush()`` also fsyncs."""
+        with self._lock:
+            self._check_open()
+            self._active.flush_buffer()
+
     def _flush_if_dirty(self) -> None:
+        """Called by the background flusher every flush_interval_ms."""
         if self._closed:
             return
-        if self.log_end_offset > self._recovery_point or self._active.buffered_bytes:
+        if self.config.flush == "never":
+            with self._lock:
+                if not self._closed and self._active.buffered_bytes:
+                    self._active.flush_buffer()
+        elif self.log_end_offset > self._recovery_point or self._active.buffered_bytes:
             self.flush()
-        else:
-            self._last_flush = time.monotonic()
+        self._last_flush = time.monotonic()
 
     def _write_checkpoint(self) -> None:
         write_checkpoint(self.path, Checkpoint(self._recovery_point, self._log_start_offset,
@@ -341,13 +351,16 @@ class PartitionLog(LogCore):
             if offset >= self.log_end_offset:
                 return self.log_end_offset
             segs = self._segments
-            if offset < segs[0].base_offset or offset < self._log_start_offset:
+            if offset < segs[0].base_offset or offset < self._log_start_offset or \
+                    self._batch_start(offset) < self._log_start_offset:
+                # nothing at or after the log start survives: restart the log empty
                 for seg in segs:
                     seg.delete()
-                fresh = Segment(self.path, offset, self.config.index_interval_bytes, self.config.max_index_bytes, True)
+                start = max(offset if offset < self._log_start_offset else self._log_start_offset, 0)
+                fresh = Segment(self.path, start, self.config.index_interval_bytes, self.config.max_index_bytes, True)
                 self._install_segments([fresh])
-                self._log_start_offset = offset
-                self._epochs = LeaderEpochCache([(self._leader_epoch, offset)])
+                self._log_start_offset = start
+                self._epochs = LeaderEpochCache([(self._leader_epoch, start)])
             else:
                 keep = [s for s in segs if s.base_offset < offset or s is segs[0]]
                 for seg in segs[len(keep):]:
@@ -369,6 +382,15 @@ class PartitionLog(LogCore):
             fsync_directory(self.path)
             self._write_checkpoint()
             return leo
+
+    def _batch_start(self, offset: int) -> int:
+        """Base offset of the batch holding ``offset`` (``offset`` itself at the log end)."""
+        if offset >= self.log_end_offset:
+            return offset
+        base, position = self.position_of(offset)
+        seg = self._segments[[s.base_offset for s in self._segments].index(base)]
+        header = seg.read_bytes(position, 8)
+        return int.from_bytes(header, "big", signed=True)
 
     # -- lookups -----------------------------------------------------------------------------
 
