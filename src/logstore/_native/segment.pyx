@@ -9,6 +9,8 @@ the first that fails validation, cuts the file there and rebuilds both indexes.
 
 import os
 
+import numpy as np
+
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
 from libc.errno cimport EINTR, errno
@@ -348,26 +350,27 @@ cdef class Segment:
     def read_bytes(self, Py_ssize_t position, Py_ssize_t n):
         return _pread(self.fd, position, n)
 
-    def find_timestamp(self, int64_t timestamp):
-        """(offset, timestamp) of the first record with timestamp >= ``timestamp``, or None."""
-        cdef int64_t start_offset = self.time_index.floor_offset(timestamp)
+    def find_timestamp(self, int64_t timestamp, int64_t min_offset=0):
+        """(offset, timestamp) of the first record at or after ``min_offset`` whose timestamp is
+        >= ``timestamp``, or None. The time index gives where to start; batch headers' max
+        timestamps skip whole batches; one batch is decoded."""
+        cdef int64_t start_offset = max(self.time_index.floor_offset(timestamp), min_offset)
         cdef BatchInfo info
-        cdef Py_ssize_t pos = self.locate(start_offset, &info)
-        cdef bytes header
+        cdef Py_ssize_t pos = self.locate(start_offset, &info), got
+        cdef const unsigned char *p
         cdef int rc
         if pos < 0:
             return None
         while pos < self.file_size:
-            header = _pread(self.fd, pos, 61)
-            rc = read_batch_header(<const unsigned char *>PyBytes_AS_STRING(header), len(header), &info)
-            if rc != 0 and not (rc == 1 and len(header) == 61):
+            p = self.read_scratch(pos, 61, &got)
+            rc = read_batch_header(p, got, &info)
+            if rc != 0 and not (rc == 1 and got == 61):
                 raise_batch_error(rc, pos)
-            if info.max_timestamp >= timestamp:
-                view = self.read_from(info.base_offset, info.size, 0x7fffffffffffffff, True)
-                ts = view.timestamps
-                for i in range(len(ts)):
-                    if ts[i] >= timestamp:
-                        return (int(view.offsets[i]), int(ts[i]))
+            if info.max_timestamp >= timestamp and info.last_offset >= min_offset:
+                view = self.read_from(max(info.base_offset, min_offset), info.size, 0x7fffffffffffffff, True)
+                hits = np.flatnonzero(view.timestamps >= timestamp)
+                if len(hits):
+                    return (int(view.offsets[hits[0]]), int(view.timestamps[hits[0]]))
             pos += info.size
         return None
 

@@ -402,29 +402,14 @@ class PartitionLog(LogCore):
         with self._lock:
             self._check_open()
             for seg in self._segments:
-                if seg.max_timestamp < timestamp:
+                if seg.max_timestamp < timestamp or seg.next_offset <= self._log_start_offset:
                     continue
                 if seg.buffered_bytes:
                     seg.flush_buffer()
-                found = seg.find_timestamp(timestamp)
-                if found is not None and found[0] >= self._log_start_offset:
+                found = seg.find_timestamp(timestamp, self._log_start_offset)
+                if found is not None:
                     return found
-                if found is not None:  # below the log start: the first visible record qualifies
-                    view = self._read_visible(self._log_start_offset, timestamp)
-                    if view is not None:
-                        return view
             return None
-
-    def _read_visible(self, start: int, timestamp: int) -> tuple[int, int] | None:
-        offset = start
-        while offset < self.log_end_offset:
-            view = self.read(offset, 1 << 20)
-            ts = view.timestamps
-            for i in range(len(ts)):
-                if ts[i] >= timestamp:
-                    return (int(view.offsets[i]), int(ts[i]))
-            offset = view.next_offset
-        return None
 
     # -- state -------------------------------------------------------------------------------
 
