@@ -117,9 +117,7 @@ def decode_varint(data, Py_ssize_t pos=0, int max_bytes=10):
 
 
 cdef int64_t now_ms() noexcept nogil:
-    cdef timespec ts
-    clock_gettime(CLOCK_REALTIME, &ts)
-    return <int64_t>ts.tv_sec * 1000 + ts.tv_nsec // 1000000
+    return ls_now_ms()
 
 
 # ---------------------------------------------------------------------------------------------

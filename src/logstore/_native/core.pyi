@@ -1,9 +1,14 @@
 from typing import Any
 
+from typing_extensions import disjoint_base
+
 from logstore._native.codec import RecordBatchView
 from logstore._native.segment import Segment
 
+@disjoint_base
 class LogCore:
+    # Appends call self._roll() when the active segment is full; LogCore has no _roll: the
+    # subclass (logstore.log.PartitionLog) provides it.
     @property
     def log_end_offset(self) -> int: ...
     _log_start_offset: int
@@ -22,7 +27,6 @@ class LogCore:
     @property
     def _active(self) -> Segment: ...
     def _install_segments(self, segments: list[Segment]) -> None: ...
-    def _roll(self) -> None: ...
     def append(self, value: Any, key: Any = ..., headers: Any = ..., timestamp: int | None = ...) -> int: ...
     def append_many(self, values: Any, keys: Any = ..., headers: Any = ..., timestamps: Any = ..., *,
                     producer_id: int = ..., producer_epoch: int = ..., base_sequence: int = ...) -> int: ...

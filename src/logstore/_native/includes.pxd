@@ -45,11 +45,11 @@ cdef extern from "wire.h" nogil:
         LS_TRANSACTIONAL_MASK
         LS_CONTROL_MASK
 
-cdef extern from "<time.h>" nogil:
-    ctypedef int clockid_t
-    cdef struct timespec:
-        long tv_sec
-        long tv_nsec
-    int clock_gettime(clockid_t clk, timespec *ts)
-    clockid_t CLOCK_REALTIME
-    clockid_t CLOCK_MONOTONIC
+cdef extern from "compat.h" nogil:
+    ctypedef long long ls_ssize_t
+    ls_ssize_t ls_pread(int fd, void *buf, size_t n, int64_t pos)
+    ls_ssize_t ls_pwrite(int fd, const void *buf, size_t n, int64_t pos)
+    int ls_fdatasync(int fd)
+    int ls_ftruncate(int fd, int64_t size)
+    int ls_close(int fd)
+    int64_t ls_now_ms()

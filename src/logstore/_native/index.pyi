@@ -1,6 +1,9 @@
+from typing_extensions import disjoint_base
+
 OFFSET_ENTRY_SIZE: int
 TIME_ENTRY_SIZE: int
 
+@disjoint_base
 class MappedIndex:
     @property
     def path(self) -> str: ...

@@ -1,8 +1,11 @@
+from typing_extensions import disjoint_base
+
 from logstore._native.codec import RecordBatchView
 from logstore._native.index import OffsetIndex, TimeIndex
 
 def segment_name(base_offset: int) -> str: ...
 
+@disjoint_base
 class Segment:
     @property
     def base_offset(self) -> int: ...
@@ -25,6 +28,8 @@ class Segment:
     created_ms: int
     @property
     def index_interval(self) -> int: ...
+    @property
+    def max_index_bytes(self) -> int: ...
     @property
     def sealed(self) -> bool: ...
     def __init__(self, directory: str, base_offset: int, index_interval: int, max_index_bytes: int,

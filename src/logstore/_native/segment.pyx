@@ -16,12 +16,12 @@ from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
 from libc.errno cimport EINTR, errno
 from libc.stdint cimport int64_t
 from libc.string cimport memcpy
-from posix.unistd cimport close, fdatasync, ftruncate, pread, pwrite
 
 from logstore._native.codec cimport (BatchInfo, RecordBatchView, RecordSpec, check_batch,
                                      raise_batch_error, read_batch_header, record_body_size,
                                      write_batch_header, write_record)
-from logstore._native.includes cimport ls_varint_size
+from logstore._native.includes cimport (ls_close, ls_fdatasync, ls_ftruncate, ls_pread, ls_pwrite,
+                                        ls_varint_size)
 from logstore._native.index cimport OffsetIndex, TimeIndex
 
 from logstore.errors import CorruptRecordError
@@ -40,7 +40,7 @@ cdef bytes _pread(int fd, Py_ssize_t pos, Py_ssize_t n):
     cdef Py_ssize_t got = 0, r
     while got < n:
         with nogil:
-            r = pread(fd, p + got, n - got, pos + got)
+            r = ls_pread(fd, p + got, n - got, pos + got)
         if r < 0:
             if errno == EINTR:
                 continue
@@ -73,7 +73,7 @@ cdef class Segment:
         self.log_path = os.path.join(directory, name + ".log")
         self.index_interval = index_interval
         self.max_index_bytes = max_index_bytes
-        self.fd = os.open(self.log_path, os.O_RDWR | os.O_CREAT, 0o644)
+        self.fd = os.open(self.log_path, os.O_RDWR | os.O_CREAT | getattr(os, "O_BINARY", 0), 0o644)
         self.file_size = os.fstat(self.fd).st_size
         self.offset_index = OffsetIndex(os.path.join(directory, name + ".index"), base_offset,
                                         max_index_bytes, active)
@@ -91,7 +91,7 @@ cdef class Segment:
         PyMem_Free(self.wbuf)
         PyMem_Free(self.scratch)
         if self.fd >= 0:
-            close(self.fd)
+            ls_close(self.fd)
 
     # -- writer -----------------------------------------------------------------------------
 
@@ -151,12 +151,12 @@ cdef class Segment:
         at = self.file_size
         while left > 0:
             with nogil:
-                r = pwrite(self.fd, p, left, at)
+                r = ls_pwrite(self.fd, p, left, at)
             if r < 0:
                 err = errno
                 if err == EINTR:
                     continue
-                ftruncate(self.fd, self.file_size)
+                ls_ftruncate(self.fd, self.file_size)
                 self.wlen = 0
                 raise OSError(err, os.strerror(err), self.log_path)
             p += r
@@ -231,7 +231,7 @@ cdef class Segment:
             self.scratch_cap = n
         while have < n:
             with nogil:
-                r = pread(self.fd, self.scratch + have, n - have, pos + have)
+                r = ls_pread(self.fd, self.scratch + have, n - have, pos + have)
             if r < 0:
                 if errno == EINTR:
                     continue
@@ -251,7 +251,7 @@ cdef class Segment:
         if fd < 0:
             return
         with nogil:
-            rc = fdatasync(fd)
+            rc = ls_fdatasync(fd)
         if rc != 0:
             raise OSError(errno, os.strerror(errno), self.log_path)
         self.offset_index.flush()
@@ -263,7 +263,7 @@ cdef class Segment:
         if fd < 0:
             return
         with nogil:
-            rc = fdatasync(fd)
+            rc = ls_fdatasync(fd)
         if rc != 0:
             raise OSError(errno, os.strerror(errno), self.log_path)
 
@@ -485,7 +485,7 @@ cdef class Segment:
             pos += info.size
         truncated = self.file_size - pos
         if truncated:
-            if ftruncate(self.fd, pos) != 0:
+            if ls_ftruncate(self.fd, pos) != 0:
                 raise OSError(errno, os.strerror(errno), self.log_path)
             self.file_size = pos
         if self.sealed:
@@ -501,7 +501,7 @@ cdef class Segment:
         pos = self.locate(offset, &info)
         if pos < 0:
             return self.next_offset
-        if ftruncate(self.fd, pos) != 0:
+        if ls_ftruncate(self.fd, pos) != 0:
             raise OSError(errno, os.strerror(errno), self.log_path)
         self.file_size = pos
         # what is left is re-derived from the file, as on recovery (truncation is rare)
@@ -533,14 +533,14 @@ cdef class Segment:
             try:
                 self.drain()
             finally:
-                close(self.fd)
+                ls_close(self.fd)
                 self.fd = -1
                 self.offset_index.close()
                 self.time_index.close()
 
     def delete(self):
         if self.fd >= 0:
-            close(self.fd)
+            ls_close(self.fd)
             self.fd = -1
         self.wlen = 0
         self.open_pos = -1

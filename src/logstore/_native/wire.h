@@ -147,7 +147,11 @@ static uint32_t ls_crc32c_x86_1(uint32_t crc, const unsigned char *p, size_t n) 
 #define HWCAP_CRC32 (1 << 7)
 #endif
 #endif
+#if defined(__clang__)
+__attribute__((target("crc")))
+#else
 __attribute__((target("+crc")))
+#endif
 static uint32_t ls_crc32c_arm_1(uint32_t crc, const unsigned char *p, size_t n) {
     while (n && ((uintptr_t)p & 7)) { crc = __crc32cb(crc, *p++); n--; }
     while (n >= 8) { uint64_t w; memcpy(&w, p, 8); crc = __crc32cd(crc, w); p += 8; n -= 8; }
