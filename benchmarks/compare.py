@@ -1,36 +1,52 @@
-"""logstore against embedded peers on the standard workload, in one run, on one machine.
+"""logstore against the stores a Python user would otherwise pick, on the standard workload, in one run.
 
-    PYTHONPATH=src python benchmarks/compare.py [--n N] [--repeat R] [--json out.json]
+    PYTHONPATH=src python benchmarks/compare.py [--n N] [--repeat R] [--peers a,b] [--json out.json]
+    PYTHONPATH=src python benchmarks/compare.py --quick      # CI smoke: tiny N, every available peer
 
-Workload (benchmarks/workload.py): N records, 16-byte key, 100-byte value, one partition/table,
-page-cache durability (nobody fsyncs while writing). Cells, each timed separately:
+Workload (benchmarks/workload.py): N records, 16-byte key, 100-byte value, one partition/table/
+stream, page-cache durability (nobody fsyncs while writing). Cells, each timed separately:
 
-- batched write: 1000 records per call/transaction, into an empty store;
-- single write: one record per call (sqlite: one autocommit INSERT; lmdb: one write transaction);
+- batched write: 1000 records per call/transaction/pipeline, into an empty store;
+- single write: one record per call (sqlite: one autocommit INSERT; lmdb: one write transaction;
+  redis: one XADD round trip; NATS: one JetStream publish awaiting its ack; every write is
+  acknowledged by the store before the cell ends);
 - sequential read: every record of the batched store, in order, as Python objects: key and
   value each as bytes.
 
-A write cell ends when the last call returns and the data is with the OS (the plain file's
-BufferedWriter is flushed; logstore may still hold up to 1 MiB in its own write buffer, which its
-next read or flush hands over). The durability step after each write (fsync / env.sync /
-wal_checkpoint) is timed apart and only written to the JSON. Each cell is the median of
-``--repeat`` runs; the report gives records/s and the ratio logstore / peer (> 1: logstore faster).
+Peers: a plain Python file (len + CRC-32 framing), sqlite3 (WAL), lmdb, rocksdict (RocksDB), and,
+when their servers are on PATH, Redis Streams (``redis-server``, AOF, appendfsync everysec) and
+NATS JetStream (``nats-server -js``, file storage). The runner starts each server on 127.0.0.1 on
+a free port with its data in a fresh temp dir for every cell (untimed), waits until it answers,
+and always terminates it. A peer whose client library or server is missing is reported as
+skipped, with the reason; a peer that fails is reported as failed and the exit code is 1.
+
+A write cell ends when the last call returns and the data is with the OS or the server (logstore's
+batch appends are in the page cache when append_many returns; its single appends may still sit in
+its write buffer, which the next read or flush hands over; the plain file's BufferedWriter is
+flushed). The durability step after each write (fsync / env.sync / wal_checkpoint / flush_wal;
+none for the servers) is timed apart and only written to the JSON. Each cell is the median of
+``--repeat`` runs, taken round robin; the report gives records/s and the ratio logstore / peer
+(> 1: logstore faster).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import shutil
+import signal
+import socket
 import sqlite3
 import statistics
 import struct
+import subprocess
 import sys
 import tempfile
 import time
 import zlib
-from typing import Any
+from typing import Any, Callable
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from workload import BATCH, KEY_BYTES, Workload, machine_info, machine_markdown  # noqa: E402
@@ -44,6 +60,11 @@ class Store:
     """One peer. ``directory`` is fresh and empty for every open."""
 
     name = "?"
+
+    @staticmethod
+    def unavailable() -> str | None:
+        """Why this peer cannot run here (a missing package or server), or None."""
+        return None
 
     def open(self, directory: str) -> None:
         raise NotImplementedError
@@ -200,6 +221,10 @@ class LmdbStore(Store):
 
     name = "lmdb (sync=False, writemap)"
 
+    @staticmethod
+    def unavailable() -> str | None:
+        return missing_module("lmdb")
+
     def __init__(self, n: int) -> None:
         self.offset_keys = [struct.pack(">Q", i) for i in range(n)]  # precomputed: favours lmdb
 
@@ -241,6 +266,337 @@ class LmdbStore(Store):
         self.env.close()
 
 
+class RocksdictStore(Store):
+    """rocksdict (RocksDB) in raw mode, default write options (WAL on, no sync); key = 8-byte
+    big-endian offset, value = key + value; one WriteBatch per 1000 records."""
+
+    name = "rocksdict (RocksDB, WAL, no sync)"
+
+    @staticmethod
+    def unavailable() -> str | None:
+        return missing_module("rocksdict")
+
+    def __init__(self, n: int) -> None:
+        self.offset_keys = [struct.pack(">Q", i) for i in range(n)]  # precomputed: favours rocksdict
+
+    def open(self, directory: str) -> None:
+        from rocksdict import Options, Rdict
+        self.db = Rdict(os.path.join(directory, "rocks"), Options(raw_mode=True))
+
+    def write_batched(self, wl: Workload) -> None:
+        from rocksdict import WriteBatch
+        db, okeys = self.db, self.offset_keys
+        start = 0
+        for values, keys in wl.batches:
+            wb = WriteBatch(raw_mode=True)
+            put = wb.put
+            for okey, key, value in zip(okeys[start:start + len(keys)], keys, values):
+                put(okey, key + value)
+            db.write(wb)
+            start += len(keys)
+
+    def write_single(self, wl: Workload) -> None:
+        put = self.db.put
+        for okey, key, value in zip(self.offset_keys, wl.keys, wl.values):
+            put(okey, key + value)
+
+    def sync(self) -> None:
+        self.db.flush_wal(True)
+
+    def read_all(self) -> tuple[int, bytes | None, bytes | None]:
+        key = value = None
+        n = 0
+        for kv in self.db.values():
+            key = kv[:KEY_BYTES]
+            value = kv[KEY_BYTES:]
+            n += 1
+        return n, key, value
+
+    def close(self) -> None:
+        self.db.close()
+
+
+# -- servers on loopback --------------------------------------------------------------------------
+
+def missing_module(name: str) -> str | None:
+    import importlib.util
+    try:
+        found = importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        found = False
+    return None if found else f"Python package {name!r} is not installed (pip install '.[bench]')"
+
+
+def missing_program(name: str) -> str | None:
+    return None if shutil.which(name) else f"{name} is not on PATH (apt-get install {name})"
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now (the server may still lose a
+    race for it to another process: Server retries with a new port)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def port_answers(port: int, greeting: bytes = b"") -> bool:
+    """Something accepts on 127.0.0.1:port (and, with ``greeting``, its first bytes start so)."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
+            if not greeting:
+                return True
+            s.settimeout(0.5)
+            return s.recv(len(greeting)) == greeting
+    except OSError:
+        return False
+
+
+LIVE_SERVERS: set["Server"] = set()
+
+
+class Server:
+    """A server process on 127.0.0.1, started with its working data in ``directory``; the
+    constructor returns once ``ready(port)`` is true. ``stop()`` always ends it (SIGTERM, then
+    SIGKILL after 10 s); servers still alive when the runner exits are stopped too."""
+
+    START_TIMEOUT = 20.0
+
+    def __init__(self, name: str, argv_for_port: Callable[[int], list[str]], directory: str,
+                 ready: Callable[[int], bool]) -> None:
+        self.name = name
+        self.output = os.path.join(directory, f"{name}.out")
+        last_error = ""
+        for _attempt in range(3):
+            self.port = free_port()
+            with open(self.output, "ab") as out:
+                self.proc = subprocess.Popen(argv_for_port(self.port), cwd=directory, stdin=subprocess.DEVNULL,
+                                             stdout=out, stderr=subprocess.STDOUT)
+            LIVE_SERVERS.add(self)
+            deadline = time.monotonic() + self.START_TIMEOUT
+            while time.monotonic() < deadline and self.proc.poll() is None:
+                if ready(self.port):
+                    return
+                time.sleep(0.01)
+            code = self.proc.poll()
+            self.stop()
+            last_error = (f"{name} exited with code {code}" if code is not None
+                          else f"{name} did not answer on port {self.port} within {self.START_TIMEOUT:.0f} s")
+            # a port lost to another process makes the server exit at once: try another port
+        raise RuntimeError(f"{last_error}; its output:\n{self.tail()}")
+
+    def tail(self, lines: int = 20) -> str:
+        try:
+            with open(self.output, "rb") as f:
+                return b"\n".join(f.read().splitlines()[-lines:]).decode(errors="replace")
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        proc = self.proc
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        LIVE_SERVERS.discard(self)
+
+
+def stop_all_servers() -> None:
+    for server in list(LIVE_SERVERS):
+        server.stop()
+
+
+class RedisStreamsStore(Store):
+    """Redis Streams on a local redis-server (appendonly yes, appendfsync everysec, no RDB
+    snapshots), redis-py client (hiredis parser when installed). One stream; each record is
+    ``XADD s * k <key> v <value>``; batches are one non-transactional pipeline of 1000 XADDs; the
+    read pages through XRANGE, 1000 entries per call."""
+
+    name = "Redis Streams (AOF everysec)"
+    STREAM = b"s"
+
+    @staticmethod
+    def unavailable() -> str | None:
+        return missing_program("redis-server") or missing_module("redis")
+
+    def open(self, directory: str) -> None:
+        import redis
+
+        def argv(port: int) -> list[str]:
+            return ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", directory,
+                    "--appendonly", "yes", "--appendfsync", "everysec", "--save", "",
+                    "--daemonize", "no", "--logfile", ""]
+
+        def ready(port: int) -> bool:
+            try:
+                return bool(redis.Redis(port=port, socket_connect_timeout=0.5).ping())
+            except redis.RedisError:
+                return False
+
+        self.server = Server("redis-server", argv, directory, ready)
+        try:
+            self.r = redis.Redis(port=self.server.port)
+            config = self.r.config_get("append*")
+            assert config.get("appendonly") == "yes" and config.get("appendfsync") == "everysec", config
+        except BaseException:
+            self.server.stop()
+            raise
+
+    def write_batched(self, wl: Workload) -> None:
+        pipeline, stream = self.r.pipeline, self.STREAM
+        for values, keys in wl.batches:
+            pipe = pipeline(transaction=False)
+            xadd = pipe.xadd
+            for key, value in zip(keys, values):
+                xadd(stream, {b"k": key, b"v": value})
+            pipe.execute()
+
+    def write_single(self, wl: Workload) -> None:
+        xadd, stream = self.r.xadd, self.STREAM
+        for key, value in zip(wl.keys, wl.values):
+            xadd(stream, {b"k": key, b"v": value})
+
+    def sync(self) -> None:
+        pass  # no client command fsyncs the AOF (WAITAOF is Redis 7.2+); everysec does it
+
+    def read_all(self) -> tuple[int, bytes | None, bytes | None]:
+        xrange, stream = self.r.xrange, self.STREAM
+        key = value = None
+        n, start = 0, b"-"
+        while True:
+            entries = xrange(stream, min=start, count=BATCH)
+            if not entries:
+                break
+            for _id, fields in entries:
+                key = fields[b"k"]
+                value = fields[b"v"]
+            n += len(entries)
+            start = b"(" + entries[-1][0]  # exclusive start (Redis >= 6.2)
+        return n, key, value
+
+    def close(self) -> None:
+        try:
+            self.r.close()
+        finally:
+            self.server.stop()
+
+
+class NatsJetStreamStore(Store):
+    """NATS JetStream on a local ``nats-server -js`` (file storage, server default sync), nats-py
+    client. One stream on subject ``s``; each record is one message whose payload is key + value.
+    Batched: 1000 ``publish_async`` then wait for their 1000 acks; single: ``publish`` awaiting its
+    ack. The read replays the stream through an ordered push consumer (no acks)."""
+
+    name = "NATS JetStream (file)"
+    SUBJECT = "s"
+
+    @staticmethod
+    def unavailable() -> str | None:
+        return missing_program("nats-server") or missing_module("nats")
+
+    def open(self, directory: str) -> None:
+        store_dir = os.path.join(directory, "jetstream")
+
+        def argv(port: int) -> list[str]:
+            return ["nats-server", "-js", "-a", "127.0.0.1", "-p", str(port), "-sd", store_dir]
+
+        self.server = Server("nats-server", argv, directory, lambda port: port_answers(port, b"INFO"))
+        self.loop = asyncio.new_event_loop()
+        try:
+            self.loop.run_until_complete(self._connect())
+        except BaseException:
+            self.close()
+            raise
+
+    async def _connect(self) -> None:
+        import nats
+        from nats.js.api import StorageType, StreamConfig
+        self.nc = await nats.connect(f"nats://127.0.0.1:{self.server.port}", allow_reconnect=False,
+                                     max_reconnect_attempts=0)
+        self.js = self.nc.jetstream()
+        deadline = time.monotonic() + Server.START_TIMEOUT
+        while True:  # JetStream may come up a moment after the client port
+            try:
+                await self.js.account_info()
+                break
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.02)
+        info = await self.js.add_stream(StreamConfig(name="S", subjects=[self.SUBJECT], storage=StorageType.FILE))
+        assert info.config.storage == StorageType.FILE
+
+    def write_batched(self, wl: Workload) -> None:
+        self.loop.run_until_complete(self._write_batched(wl))
+
+    async def _write_batched(self, wl: Workload) -> None:
+        publish_async, subject = self.js.publish_async, self.SUBJECT
+        concat = bytes.__add__
+        seq = 0
+        for values, keys in wl.batches:
+            acks = [await publish_async(subject, payload) for payload in map(concat, keys, values)]
+            seq = (await asyncio.gather(*acks))[-1].seq
+        if seq != wl.n:
+            raise AssertionError(f"last ack has sequence {seq}, expected {wl.n}")
+
+    def write_single(self, wl: Workload) -> None:
+        self.loop.run_until_complete(self._write_single(wl))
+
+    async def _write_single(self, wl: Workload) -> None:
+        publish, subject = self.js.publish, self.SUBJECT
+        for key, value in zip(wl.keys, wl.values):
+            await publish(subject, key + value)
+
+    def sync(self) -> None:
+        pass  # JetStream fsyncs on its own interval (sync_interval); no client call for it
+
+    def read_all(self) -> tuple[int, bytes | None, bytes | None]:
+        return self.loop.run_until_complete(self._read_all())
+
+    async def _read_all(self) -> tuple[int, bytes | None, bytes | None]:
+        # an ordered push consumer: JetStream's own way to replay a stream in order (flow
+        # controlled, no acks). A pull consumer's fetch(1000) measured 7x slower in nats-py.
+        total = (await self.js.stream_info("S")).state.messages
+        loop = asyncio.get_running_loop()
+        done = loop.create_future()
+        state: list[Any] = [0, None, None]  # records, last key, last value
+
+        async def on_message(msg: Any) -> None:
+            data = msg.data
+            state[1] = data[:KEY_BYTES]
+            state[2] = data[KEY_BYTES:]
+            state[0] += 1
+            if state[0] >= total and not done.done():
+                done.set_result(None)
+
+        if total == 0:
+            return 0, None, None
+        sub = await self.js.subscribe(self.SUBJECT, ordered_consumer=True, cb=on_message)
+        try:
+            seen = -1
+            while not done.done():  # fail after 10 s without progress
+                if state[0] == seen:
+                    raise TimeoutError(f"JetStream replay stalled after {seen} of {total} messages")
+                seen = state[0]
+                await asyncio.wait([done], timeout=10)
+        finally:
+            await sub.unsubscribe()
+        return state[0], state[1], state[2]
+
+    def close(self) -> None:
+        try:
+            if getattr(self, "nc", None) is not None:
+                self.loop.run_until_complete(self.nc.close())
+                self.nc = None
+        finally:
+            try:
+                self.loop.close()
+            finally:
+                self.server.stop()
+
+
 def run_cell(store: Store, wl: Workload, base: str, batched: bool) -> dict[str, float]:
     directory = tempfile.mkdtemp(prefix="peer-", dir=base)
     try:
@@ -270,55 +626,125 @@ def fmt_rate(rps: float) -> str:
     return f"{rps / 1e6:.2f} M/s" if rps >= 1e5 else f"{rps / 1e3:.0f} k/s"
 
 
+PEERS: dict[str, Callable[[int], Store]] = {
+    "logstore": lambda n: LogstoreStore(),
+    "file": lambda n: PlainFileStore(),
+    "sqlite": lambda n: SqliteStore(),
+    "lmdb": LmdbStore,
+    "rocksdict": RocksdictStore,
+    "redis": lambda n: RedisStreamsStore(),
+    "nats": lambda n: NatsJetStreamStore(),
+}
+PEER_CLASSES: dict[str, type[Store]] = {
+    "logstore": LogstoreStore, "file": PlainFileStore, "sqlite": SqliteStore, "lmdb": LmdbStore,
+    "rocksdict": RocksdictStore, "redis": RedisStreamsStore, "nats": NatsJetStreamStore,
+}
+QUICK_N = 3000
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--n", type=int, default=200_000, help="records per cell (default 200000)")
-    ap.add_argument("--repeat", type=int, default=3, help="runs per cell; the median is reported (default 3)")
-    ap.add_argument("--peers", default="logstore,file,sqlite,lmdb",
-                    help="comma-separated subset of logstore,file,sqlite,lmdb")
+    ap.add_argument("--n", type=int, default=None, help="records per cell (default 200000; --quick: 3000)")
+    ap.add_argument("--single-n", type=int, default=None, metavar="N",
+                    help="records per single-record write cell of the server peers (redis, nats), whose "
+                         "single writes are one network round trip each (default: --n)")
+    ap.add_argument("--repeat", type=int, default=None, help="runs per cell; the median is reported "
+                                                             "(default 3; --quick: 1)")
+    ap.add_argument("--peers", default=",".join(PEERS),
+                    help=f"comma-separated subset of {','.join(PEERS)} (default: all; missing ones are "
+                         "reported as skipped)")
+    ap.add_argument("--quick", action="store_true",
+                    help="smoke run for CI: N=3000, one run, no warm-up; checks every available peer works")
     ap.add_argument("--dir", default=None, help="where the stores are written (default: the temp dir)")
     ap.add_argument("--json", default=None, metavar="FILE", help="write all numbers to FILE")
     args = ap.parse_args(argv)
+    n = args.n if args.n is not None else (QUICK_N if args.quick else 200_000)
+    repeat = args.repeat if args.repeat is not None else (1 if args.quick else 3)
+    if n < 1 or repeat < 1:
+        ap.error("--n and --repeat must be >= 1")
+    single_n = min(args.single_n or n, n)
 
-    wl = Workload(args.n, BATCH)
-    factories = {"logstore": LogstoreStore, "file": PlainFileStore, "sqlite": SqliteStore,
-                 "lmdb": lambda: LmdbStore(args.n)}
     names = [p.strip() for p in args.peers.split(",") if p.strip()]
-    unknown = [p for p in names if p not in factories]
+    unknown = [p for p in names if p not in PEERS]
     if unknown:
-        ap.error(f"unknown peers {unknown}; choose from {list(factories)}")
+        ap.error(f"unknown peers {unknown}; choose from {list(PEERS)}")
+    # a SIGTERM (CI timeout, kill) unwinds like Ctrl-C, so every server is stopped on the way out
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    try:
+        return run(args, names, n, single_n, repeat)
+    finally:
+        stop_all_servers()
+
+
+def run(args: argparse.Namespace, names: list[str], n: int, single_n: int, repeat: int) -> int:
+    wl = Workload(n, BATCH)
+    server_peers = {"redis", "nats"}
+    single_wl = wl if single_n == n else Workload(single_n, BATCH)
     base = args.dir or tempfile.gettempdir()
     info = machine_info(base)
     load_before = os.getloadavg()
-    print(f"N={wl.n} key={KEY_BYTES}B value=100B batch={BATCH} repeat={args.repeat} dir={base}", flush=True)
+    print(f"N={wl.n} key={KEY_BYTES}B value=100B batch={BATCH} repeat={repeat} dir={base}"
+          + (f" (server peers' single-record writes: N={single_n})" if single_n != n else ""), flush=True)
 
-    stores = {name: factories[name]() for name in names}
+    skipped: dict[str, str] = {}
+    failed: dict[str, str] = {}
+    stores: dict[str, Store] = {}
+    for name in names:
+        reason = PEER_CLASSES[name].unavailable()
+        if reason:
+            skipped[name] = reason
+            print(f"  skipped {name}: {reason}", flush=True)
+        else:
+            stores[name] = PEERS[name](n)
+    versions = peer_versions(stores)
+    info.update(versions)
+
+    def single_for(name: str) -> Workload:
+        return single_wl if name in server_peers else wl
+
+    def cell_n(c: str, name: str) -> int:
+        return single_for(name).n if c == "write_single" else wl.n
+
     runs = {name: {"write_batched": [], "write_single": [], "read": [],
-                   "sync_after_batched": [], "sync_after_single": []} for name in names}
-    warm = Workload(min(args.n, 20_000), BATCH, seed=3)
-    for name in names:  # untimed warm-up: imports, allocator, first-use costs of each store
-        run_cell(stores[name], warm, base, batched=True)
-        run_cell(stores[name], warm, base, batched=False)
+                   "sync_after_batched": [], "sync_after_single": []} for name in stores}
+    if not args.quick:
+        warm = Workload(min(n, 20_000), BATCH, seed=3)
+        for name in list(stores):  # untimed warm-up: imports, allocator, first-use costs of each store
+            try:
+                run_cell(stores[name], warm, base, batched=True)
+                run_cell(stores[name], warm, base, batched=False)
+            except Exception as e:  # reported below, the others still run
+                failed[name] = f"{type(e).__name__}: {e}"
+                print(f"  FAILED {name} (warm-up): {failed[name]}", flush=True)
+                del stores[name]
     # round robin (every store once per repeat), so a burst of noise from elsewhere on the
     # machine spreads over all stores instead of landing on one
-    for r in range(args.repeat):
-        for name in names:
-            b = run_cell(stores[name], wl, base, batched=True)
-            s = run_cell(stores[name], wl, base, batched=False)
+    for r in range(repeat):
+        for name in list(stores):
+            try:
+                b = run_cell(stores[name], wl, base, batched=True)
+                s = run_cell(stores[name], single_for(name), base, batched=False)
+            except Exception as e:
+                failed[name] = f"{type(e).__name__}: {e}"
+                print(f"  FAILED {name}: {failed[name]}", flush=True)
+                del stores[name]
+                continue
             out = runs[name]
             out["write_batched"].append(b["write_s"])
             out["read"].append(b["read_s"])
             out["write_single"].append(s["write_s"])
             out["sync_after_batched"].append(b["sync_s"])
             out["sync_after_single"].append(s["sync_s"])
-            print(f"  run {r + 1}/{args.repeat} {stores[name].name:30s} "
-                  + "  ".join(f"{c} {fmt_rate(wl.n / out[c][-1]):>10s}" for c in CELLS), flush=True)
+            print(f"  run {r + 1}/{repeat} {stores[name].name:34s} "
+                  + "  ".join(f"{c} {fmt_rate(cell_n(c, name) / out[c][-1]):>10s}" for c in CELLS), flush=True)
+
     results: dict[str, Any] = {}
-    for name in names:
+    for name, store in stores.items():
         out = runs[name]
-        cell = {c: {"records_per_s": wl.n / statistics.median(out[c]), "seconds": out[c]} for c in CELLS}
+        cell = {c: {"records_per_s": cell_n(c, name) / statistics.median(out[c]), "records": cell_n(c, name),
+                    "seconds": out[c]} for c in CELLS}
         cell["sync_seconds"] = {"after_batched": out["sync_after_batched"], "after_single": out["sync_after_single"]}
-        results[stores[name].name] = cell
+        results[store.name] = cell
 
     load_after = os.getloadavg()
     info["load_avg_before"] = " ".join(f"{x:.2f}" for x in load_before)
@@ -338,11 +764,17 @@ def main(argv: list[str] | None = None) -> int:
             text = fmt_rate(cell[c]["records_per_s"])
             if peer in ratios:
                 text += f" (logstore {ratios[peer][c]:.2f}x)"
+            if cell[c]["records"] != wl.n:
+                text += f" [N={cell[c]['records']}]"
             parts.append(text)
         lines.append(f"| {peer} | " + " | ".join(parts) + " |")
+    for name, reason in failed.items():
+        lines.append(f"| {PEER_CLASSES[name].name} | FAILED: {reason} | | |")
+    for name, reason in skipped.items():
+        lines.append(f"| {PEER_CLASSES[name].name} | skipped: {reason} | | |")
     table = "\n".join(lines)
     print()
-    print(f"Records/s, median of {args.repeat} runs, N={wl.n}; in parentheses: logstore / peer (> 1: logstore faster).")
+    print(f"Records/s, median of {repeat} run(s), N={wl.n}; in parentheses: logstore / peer (> 1: logstore faster).")
     print()
     print(table)
     print()
@@ -350,15 +782,48 @@ def main(argv: list[str] | None = None) -> int:
     if max(load_before[0], load_after[0]) > 1.5:
         print("\nWARNING: other processes were busy on this machine (load average above): "
               "numbers may be low; run again")
+    if skipped:
+        print(f"\nskipped (not installed): {', '.join(skipped)}")
+    if failed:
+        print(f"\nFAILED: {', '.join(failed)}")
 
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"workload": {"n": wl.n, "key_bytes": KEY_BYTES, "value_bytes": 100, "batch": BATCH,
-                                    "repeat": args.repeat, "dir": base},
+            json.dump({"workload": {"n": wl.n, "single_n_servers": single_n, "key_bytes": KEY_BYTES,
+                                    "value_bytes": 100, "batch": BATCH, "repeat": repeat, "dir": base,
+                                    "quick": args.quick},
                        "machine": info, "results": results, "ratios_logstore_over_peer": ratios,
-                       "markdown": table}, f, indent=2)
+                       "skipped": skipped, "failed": failed, "markdown": table}, f, indent=2)
         print(f"\nwritten to {args.json}")
-    return 0
+    return 1 if failed else 0
+
+
+def peer_versions(stores: dict[str, Store]) -> dict[str, str]:
+    """Versions of the peers' libraries and servers, for the report."""
+    import importlib.metadata as md
+    out: dict[str, str] = {}
+    dists = {"lmdb": "lmdb", "rocksdict": "rocksdict", "redis": "redis", "nats": "nats-py"}
+    for name in stores:
+        if name in dists:
+            try:
+                out[f"{dists[name]}_version"] = md.version(dists[name])
+            except md.PackageNotFoundError:
+                pass
+    if "redis" in stores:
+        try:
+            out["hiredis_version"] = md.version("hiredis")
+        except md.PackageNotFoundError:
+            out["hiredis_version"] = "not installed (pure-Python RESP parser)"
+    for name, argv in (("redis", ["redis-server", "--version"]), ("nats", ["nats-server", "--version"])):
+        if name in stores:
+            try:
+                out[f"{argv[0]}_version"] = subprocess.run(argv, capture_output=True, text=True,
+                                                           timeout=10).stdout.strip()
+            except (OSError, subprocess.SubprocessError) as e:
+                out[f"{argv[0]}_version"] = f"? ({e})"
+    if "sqlite" in stores:
+        out["sqlite_version"] = sqlite3.sqlite_version
+    return out
 
 
 if __name__ == "__main__":

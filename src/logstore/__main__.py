@@ -35,7 +35,7 @@ def demo(data_dir: str, records: int) -> None:
         took = time.perf_counter() - t
         print(f"  read them back: {seen:,} records in {took * 1000:.1f} ms, CRC32C checked")
         first = log.read(start, 1)[0]
-        print(f"  first: offset={first.offset} key={first.key!r} value={first.value[:24]!r}...")
+        print(f"  first: offset={first.offset} key={first.key!r} value={(first.value or b'')[:24]!r}...")
         print(f"  segments: {len(log.segments())}, size {log.size_bytes:,} bytes; run again to append more")
 
 

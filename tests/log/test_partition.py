@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import threading
 import time
 
@@ -384,9 +385,12 @@ def test_offset_for_timestamp_across_segments(open_log):
         assert log.offset_for_timestamp(t) == expected(t), t
     log.set_high_watermark(60)
     log.delete_before(20)
-    for t in [0, 100, 300, 400]:
+    for t in [0, 5, 100, 300, 400, 10_000, 10_001]:
         want = next(((o, v) for o, v in enumerate(ts) if o >= 20 and v >= t), None)
         assert log.offset_for_timestamp(t) == want
+    for bad in (-1, 1.5, "0", None, True):
+        with pytest.raises(errors.InvalidArgumentError):
+            log.offset_for_timestamp(bad)
 
 
 def test_log_append_time_stamps_the_append_time(open_log):
@@ -499,6 +503,48 @@ def test_flush_makes_the_recovery_point_the_log_end(open_log, tmp_path):
     log.flush()
     assert log.recovery_point == 2
     assert read_checkpoint(str(tmp_path / "log")).recovery_point == 2
+
+
+def test_batch_appends_are_in_the_file_when_they_return(open_log, tmp_path):
+    """Documented: an acknowledged batch append survives a process crash (it is in the OS)."""
+    log = open_log(flush_interval_ms=24 * 3600 * 1000)
+    seg = tmp_path / "log" / f"{SEG0}.log"
+    log.append_many([b"a", b"b"])
+    assert os.path.getsize(seg) == log.size_bytes
+    log.append_arrays(b"cd", np.array([1, 1]))
+    assert os.path.getsize(seg) == log.size_bytes
+    src = open_log("src")
+    src.append(b"raw")
+    log.append_batch(bytes(src.read(0).raw))
+    assert os.path.getsize(seg) == log.size_bytes
+
+
+def test_single_appends_reach_the_file_within_the_flush_interval(open_log, tmp_path):
+    log = open_log(flush="never", flush_interval_ms=50)
+    log.append(b"a")
+    log.append(b"b")
+    seg = tmp_path / "log" / f"{SEG0}.log"
+    deadline = time.monotonic() + 10
+    while os.path.getsize(seg) < log.size_bytes and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert os.path.getsize(seg) == log.size_bytes
+
+
+def test_process_crash_keeps_flushed_and_batch_appended_records(open_log, tmp_path):
+    log = open_log(segment_bytes=1024, flush_interval_ms=24 * 3600 * 1000)
+    for i in range(20):
+        log.append_many([b"flushed-%d" % i] * 3)
+    log.set_high_watermark(30)
+    log.flush()
+    log.append_many([b"acked"])
+    # what the OS holds now is what a killed process leaves: copy it while the log is open
+    shutil.copytree(tmp_path / "log", tmp_path / "crashed")
+    assert not os.path.exists(tmp_path / "crashed" / ".clean_shutdown")
+    with PartitionLog.open(tmp_path / "crashed", segment_bytes=1024, flush="never") as again:
+        assert not again.recovery.clean_shutdown and not again.recovery.cut
+        assert again.log_end_offset == 61 and again.high_watermark == 30
+        assert values(again) == [b"flushed-%d" % (i // 3) for i in range(60)] + [b"acked"]
+        assert again.append(b"more") == 61
 
 
 # -- retention and deletion ---------------------------------------------------------------------

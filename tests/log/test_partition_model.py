@@ -668,6 +668,6 @@ def test_partition_log_against_model(tmp_path):
     PartitionModel.base_dir = str(tmp_path)
     run_state_machine_as_test(
         PartitionModel,
-        settings=settings(max_examples=150, stateful_step_count=50, deadline=None, phases=PHASES,
+        settings=settings(max_examples=100, stateful_step_count=50, deadline=None, phases=PHASES,
                           report_multiple_bugs=False, suppress_health_check=[HealthCheck.too_slow]),
     )

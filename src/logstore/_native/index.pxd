@@ -20,10 +20,12 @@ cdef class MappedIndex:
 cdef class OffsetIndex(MappedIndex):
     cdef int64_t last_offset(self) noexcept nogil
     cdef int append_entry(self, int64_t offset, int64_t position) except -1
+    cdef Py_ssize_t _count_at_or_below(self, int64_t offset) noexcept nogil
     cdef Py_ssize_t floor_position(self, int64_t offset) noexcept nogil
 
 
 cdef class TimeIndex(MappedIndex):
     cdef int64_t last_timestamp(self) noexcept nogil
     cdef int maybe_append_entry(self, int64_t timestamp, int64_t offset) except -1
+    cdef Py_ssize_t _count_at_or_below(self, int64_t timestamp) noexcept nogil
     cdef int64_t floor_offset(self, int64_t timestamp) noexcept nogil

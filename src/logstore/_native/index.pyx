@@ -179,8 +179,8 @@ cdef class OffsetIndex(MappedIndex):
         self.entries += 1
         return 0
 
-    cdef Py_ssize_t floor_position(self, int64_t offset) noexcept nogil:
-        """Position of the last indexed batch whose base offset is <= ``offset`` (0 if none)."""
+    cdef Py_ssize_t _count_at_or_below(self, int64_t offset) noexcept nogil:
+        """How many entries have an offset <= ``offset`` (binary search)."""
         cdef Py_ssize_t lo = 0, hi = self.entries, mid
         cdef int64_t rel = offset - self.base_offset
         while lo < hi:
@@ -189,9 +189,12 @@ cdef class OffsetIndex(MappedIndex):
                 lo = mid + 1
             else:
                 hi = mid
-        if lo == 0:
-            return 0
-        return ls_load_u32(self.base + (lo - 1) * 8 + 4)
+        return lo
+
+    cdef Py_ssize_t floor_position(self, int64_t offset) noexcept nogil:
+        """Position of the last indexed batch whose base offset is <= ``offset`` (0 if none)."""
+        cdef Py_ssize_t n = self._count_at_or_below(offset)
+        return ls_load_u32(self.base + (n - 1) * 8 + 4) if n else 0
 
     def append(self, int64_t offset, int64_t position):
         cdef int64_t last = self.last_offset()
@@ -203,17 +206,8 @@ cdef class OffsetIndex(MappedIndex):
 
     def lookup(self, int64_t offset):
         """(offset, position) of the last entry at or below ``offset``; (base_offset, 0) if none."""
-        cdef Py_ssize_t lo = 0, hi = self.entries, mid
-        cdef int64_t rel = offset - self.base_offset
-        while lo < hi:
-            mid = (lo + hi) >> 1
-            if ls_load_u32(self.base + mid * 8) <= rel:
-                lo = mid + 1
-            else:
-                hi = mid
-        if lo == 0:
-            return (self.base_offset, 0)
-        return (self.base_offset + ls_load_u32(self.base + (lo - 1) * 8), ls_load_u32(self.base + (lo - 1) * 8 + 4))
+        cdef Py_ssize_t n = self._count_at_or_below(offset)
+        return self.entry(n - 1) if n else (self.base_offset, 0)
 
     def entry(self, Py_ssize_t i):
         if i < 0 or i >= self.entries:
@@ -264,8 +258,8 @@ cdef class TimeIndex(MappedIndex):
         self.entries += 1
         return 0
 
-    cdef int64_t floor_offset(self, int64_t timestamp) noexcept nogil:
-        """Offset of the last entry whose timestamp is <= ``timestamp`` (base_offset if none)."""
+    cdef Py_ssize_t _count_at_or_below(self, int64_t timestamp) noexcept nogil:
+        """How many entries have a timestamp <= ``timestamp`` (binary search)."""
         cdef Py_ssize_t lo = 0, hi = self.entries, mid
         while lo < hi:
             mid = (lo + hi) >> 1
@@ -273,9 +267,12 @@ cdef class TimeIndex(MappedIndex):
                 lo = mid + 1
             else:
                 hi = mid
-        if lo == 0:
-            return self.base_offset
-        return self.base_offset + ls_load_u32(self.base + (lo - 1) * 12 + 8)
+        return lo
+
+    cdef int64_t floor_offset(self, int64_t timestamp) noexcept nogil:
+        """Offset of the last entry whose timestamp is <= ``timestamp`` (base_offset if none)."""
+        cdef Py_ssize_t n = self._count_at_or_below(timestamp)
+        return self.base_offset + ls_load_u32(self.base + (n - 1) * 12 + 8) if n else self.base_offset
 
     def append(self, int64_t timestamp, int64_t offset):
         if offset < self.base_offset or offset - self.base_offset > 0xffffffff:
@@ -284,16 +281,8 @@ cdef class TimeIndex(MappedIndex):
 
     def lookup(self, int64_t timestamp):
         """(timestamp, offset) of the last entry at or below ``timestamp``; (-1, base_offset) if none."""
-        cdef Py_ssize_t lo = 0, hi = self.entries, mid
-        while lo < hi:
-            mid = (lo + hi) >> 1
-            if ls_load_i64(self.base + mid * 12) <= timestamp:
-                lo = mid + 1
-            else:
-                hi = mid
-        if lo == 0:
-            return (-1, self.base_offset)
-        return (ls_load_i64(self.base + (lo - 1) * 12), self.base_offset + ls_load_u32(self.base + (lo - 1) * 12 + 8))
+        cdef Py_ssize_t n = self._count_at_or_below(timestamp)
+        return self.entry(n - 1) if n else (-1, self.base_offset)
 
     def entry(self, Py_ssize_t i):
         if i < 0 or i >= self.entries:

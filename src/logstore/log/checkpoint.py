@@ -39,7 +39,7 @@ class Checkpoint:
             lines = body.decode().splitlines()
             if lines[0] != MAGIC:
                 return None
-            values = dict(line.split(" ", 1) if " " in line else (line, "") for line in lines[1:])
+            values = {name: value for name, _, value in (line.partition(" ") for line in lines[1:])}
             epochs = []
             for item in filter(None, values["epochs"].split(",")):
                 e, o = item.split(":")
