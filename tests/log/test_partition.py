@@ -879,3 +879,26 @@ def test_concurrent_readers_never_see_a_partial_batch(open_log):
     got = read_all(log)
     assert [r.offset for r in got] == list(range(log.log_end_offset))
     assert all(r.value == value_for(r.offset) for r in got)
+
+
+def test_retention_removes_sealed_segments_wholly_below_the_log_start(open_log):
+    # regression: delete_before(LEO) then roll() left a segment with nothing visible in it
+    log = open_log()
+    log.append_many([b"a", b"b", b"c"])
+    log.set_high_watermark(3)
+    log.delete_before(3)
+    log.roll()
+    log.append(b"d")
+    assert [s["base_offset"] for s in log.segments()] == [0, 3]
+    assert log.apply_retention() == 1
+    assert [s["base_offset"] for s in log.segments()] == [3]
+    assert [r.value for r in log.read(3)] == [b"d"]
+
+
+def test_state_queries_on_a_closed_log_raise(open_log):
+    log = open_log()
+    log.close()
+    for call in (lambda: log.segments(), lambda: log.size_bytes, lambda: log.end_offset_for_epoch(0),
+                 lambda: log.apply_retention()):
+        with pytest.raises(errors.LogClosedError):
+            call()

@@ -11,7 +11,8 @@ import logging
 import os
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from logstore._native.codec import RecordBatchView
 from logstore._native.core import LogCore
@@ -49,7 +50,7 @@ class PartitionLog(LogCore):
         raise TypeError("use PartitionLog.open(path, **config)")
 
     @classmethod
-    def open(cls, path: str | os.PathLike[str], **config: Any) -> "PartitionLog":
+    def open(cls, path: str | os.PathLike[str], **config: Any) -> PartitionLog:
         cfg = LogConfig.from_kwargs(**config)
         self = cls.__new__(cls)
         self._setup(os.fspath(path), cfg)
@@ -274,6 +275,7 @@ class PartitionLog(LogCore):
     def end_offset_for_epoch(self, epoch: int) -> tuple[int, int]:
         """Kafka's OffsetsForLeaderEpoch: (largest epoch <= ``epoch``, its end offset)."""
         with self._lock:
+            self._check_open()
             return self._epochs.end_offset_for(epoch, self.log_end_offset)
 
     def delete_before(self, offset: int) -> int:
@@ -295,10 +297,9 @@ class PartitionLog(LogCore):
 
     def apply_retention(self, now_ms: int | None = None) -> int:
         """Delete whole sealed segments below the high watermark that retention_ms or
-        retention_bytes no longer allow. Returns the number deleted."""
+        retention_bytes no longer allow, and any wholly below the log start. Returns the number
+        deleted."""
         cfg = self.config
-        if cfg.retention_ms is None and cfg.retention_bytes is None:
-            return 0
         now = int(time.time() * 1000) if now_ms is None else now_ms
         with self._lock:
             self._check_open()
@@ -307,6 +308,9 @@ class PartitionLog(LogCore):
 
             def expired(seg: Segment, next_base: int) -> bool:
                 nonlocal excess
+                if next_base <= self._log_start_offset:  # nothing visible left (delete_before)
+                    excess -= seg.size
+                    return True
                 if next_base > self._high_watermark:
                     return False
                 if cfg.retention_ms is not None and 0 <= seg.max_timestamp < now - cfg.retention_ms:
@@ -416,6 +420,7 @@ class PartitionLog(LogCore):
     @property
     def size_bytes(self) -> int:
         with self._lock:
+            self._check_open()
             return sum(s.size for s in self._segments)
 
     @property
@@ -425,6 +430,7 @@ class PartitionLog(LogCore):
     def segments(self) -> list[dict[str, int]]:
         """One dict per segment: base offset, next offset, size, max timestamp."""
         with self._lock:
+            self._check_open()
             return [{"base_offset": s.base_offset, "next_offset": s.next_offset, "size": s.size,
                      "max_timestamp": s.max_timestamp} for s in self._segments]
 
@@ -456,7 +462,7 @@ class PartitionLog(LogCore):
                 with self._sync_cond:
                     self._sync_cond.notify_all()
 
-    def __enter__(self) -> "PartitionLog":
+    def __enter__(self) -> PartitionLog:
         return self
 
     def __exit__(self, *exc: object) -> None:
