@@ -43,6 +43,12 @@ setup(
         extensions,
         include_path=["src"],
         annotate=DEBUG,
-        compiler_directives={"language_level": "3", "linetrace": DEBUG, "embedsignature": True},
+        compiler_directives={
+            "language_level": "3",
+            "linetrace": DEBUG,
+            "embedsignature": True,
+            # objects holding raw pointers (mmaps, buffers, fds) must not be pickled or copied
+            "auto_pickle": False,
+        },
     ),
 )

@@ -8,8 +8,7 @@ import struct
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 from logstore import PartitionLog, RecordBatchView
 from logstore._native import codec
@@ -373,7 +372,7 @@ def test_view_headers_round_trip(log_bytes):
     assert got[1] == []
     assert got[2] == [("\u043a\u043b\u044e\u0447", b"\x00\xff"), ("empty", b"")]
     assert got[4] == [("h", b"v")]
-    for offset, headers in got.items():
+    for headers in got.values():
         for k, v in headers:
             assert type(k) is str
             assert v is None or type(v) is bytes

@@ -11,8 +11,8 @@ import textwrap
 
 import pytest
 
-from logstore._native.index import OFFSET_ENTRY_SIZE, TIME_ENTRY_SIZE, OffsetIndex, TimeIndex
 import logstore
+from logstore._native.index import OFFSET_ENTRY_SIZE, TIME_ENTRY_SIZE, OffsetIndex, TimeIndex
 from logstore.errors import CorruptRecordError, LogstoreError
 
 BASE = 1000
@@ -506,3 +506,18 @@ def test_append_to_unpreallocated_index_is_safe(tmp_path, case):
     assert proc.returncode == 0, (
         f"child exited with {proc.returncode} (negative: killed by signal)\n{proc.stdout}{proc.stderr}")
     assert proc.stdout.strip() in ("refused", "appended")
+
+
+@pytest.mark.parametrize("cls", [OffsetIndex, TimeIndex])
+def test_indexes_refuse_copy_and_pickle(tmp_path, cls):
+    # regression: Cython's auto-pickle copied the raw mmap pointer; a copy wrote through it after
+    # the original was closed (segfault). Objects holding pointers now refuse both.
+    import copy
+    import pickle
+
+    ix = cls(str(tmp_path / "a"), 0, 64, True)
+    with pytest.raises(TypeError):
+        copy.copy(ix)
+    ix.close()
+    with pytest.raises(TypeError):
+        pickle.dumps(ix)

@@ -851,7 +851,8 @@ def test_random_damage_never_serves_different_bytes(tmp_path):
         if damage == "index" and index_entries(victim.file) < 2:
             damage = "truncate"
         if damage == "flip":  # anywhere the CRC (or the framing) can see
-            flip_byte(vfile, victim.position + rng.choice([LENGTH_AT + rng.randrange(4), MAGIC_AT, CRC_AT + rng.randrange(4),
+            flip_byte(vfile, victim.position + rng.choice([LENGTH_AT + rng.randrange(4), MAGIC_AT,
+                                                           CRC_AT + rng.randrange(4),
                                                            rng.randrange(ATTRIBUTES_AT, victim.size)]),
                       rng.randint(1, 255))
         elif damage == "truncate":

@@ -30,7 +30,7 @@ class Checkpoint:
         return body + f"xxh64 {xxhash.xxh64_hexdigest(body)}\n".encode()
 
     @classmethod
-    def decode(cls, data: bytes) -> "Checkpoint | None":
+    def decode(cls, data: bytes) -> Checkpoint | None:
         """Parse a checkpoint; None if it is damaged in any way."""
         try:
             body, _, tail = data.rpartition(b"xxh64 ")
@@ -78,7 +78,7 @@ def write_checkpoint(directory: str, cp: Checkpoint) -> None:
     write_atomic(os.path.join(directory, FILE_NAME), cp.encode())
 
 
-def read_checkpoint(directory: str) -> "Checkpoint | None":
+def read_checkpoint(directory: str) -> Checkpoint | None:
     try:
         with open(os.path.join(directory, FILE_NAME), "rb") as f:
             return Checkpoint.decode(f.read())

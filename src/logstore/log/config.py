@@ -69,7 +69,7 @@ class LogConfig:
             raise ConfigError("verify_crc must be a bool")
 
     @classmethod
-    def from_kwargs(cls, **kwargs: Any) -> "LogConfig":
+    def from_kwargs(cls, **kwargs: Any) -> LogConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(kwargs) - known)
         if unknown:

@@ -13,7 +13,7 @@ log = logging.getLogger("logstore.log")
 
 class IntervalFlusher:
     def __init__(self) -> None:
-        self._logs: "weakref.WeakSet[Any]" = weakref.WeakSet()
+        self._logs: weakref.WeakSet[Any] = weakref.WeakSet()
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
 
