@@ -46,7 +46,8 @@ import sys
 import tempfile
 import time
 import zlib
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from workload import BATCH, KEY_BYTES, Workload, machine_info, machine_markdown  # noqa: E402
@@ -208,7 +209,8 @@ class SqliteStore(Store):
     def read_all(self) -> tuple[int, bytes | None, bytes | None]:
         key = value = None
         n = 0
-        for _, key, value in self.db.execute("SELECT offset, key, value FROM log ORDER BY offset"):
+        # the last row's key and value are returned
+        for _, key, value in self.db.execute("SELECT offset, key, value FROM log ORDER BY offset"):  # noqa: B007
             n += 1
         return n, key, value
 
@@ -351,7 +353,7 @@ def port_answers(port: int, greeting: bytes = b"") -> bool:
         return False
 
 
-LIVE_SERVERS: set["Server"] = set()
+LIVE_SERVERS: set[Server] = set()
 
 
 class Server:
@@ -640,6 +642,7 @@ PEER_CLASSES: dict[str, type[Store]] = {
     "rocksdict": RocksdictStore, "redis": RedisStreamsStore, "nats": NatsJetStreamStore,
 }
 QUICK_N = 3000
+SERVER_SINGLE_N = 100_000  # ~10-20 s per run at a network round trip per record
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -647,7 +650,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n", type=int, default=None, help="records per cell (default 200000; --quick: 3000)")
     ap.add_argument("--single-n", type=int, default=None, metavar="N",
                     help="records per single-record write cell of the server peers (redis, nats), whose "
-                         "single writes are one network round trip each (default: --n)")
+                         "single writes are one network round trip each (default: min(--n, 100000))")
     ap.add_argument("--repeat", type=int, default=None, help="runs per cell; the median is reported "
                                                              "(default 3; --quick: 1)")
     ap.add_argument("--peers", default=",".join(PEERS),
@@ -662,7 +665,7 @@ def main(argv: list[str] | None = None) -> int:
     repeat = args.repeat if args.repeat is not None else (1 if args.quick else 3)
     if n < 1 or repeat < 1:
         ap.error("--n and --repeat must be >= 1")
-    single_n = min(args.single_n or n, n)
+    single_n = min(args.single_n or SERVER_SINGLE_N, n)
 
     names = [p.strip() for p in args.peers.split(",") if p.strip()]
     unknown = [p for p in names if p not in PEERS]
@@ -751,10 +754,14 @@ def run(args: argparse.Namespace, names: list[str], n: int, single_n: int, repea
     info["load_avg_after"] = " ".join(f"{x:.2f}" for x in load_after)
     ls_name = LogstoreStore.name
     ratios: dict[str, dict[str, float]] = {}
+    run_ratios: dict[str, dict[str, list[float]]] = {}  # run r of logstore / run r of the peer
     if ls_name in results:
+        mine = results[ls_name]
         for peer, cell in results.items():
             if peer != ls_name:
-                ratios[peer] = {c: results[ls_name][c]["records_per_s"] / cell[c]["records_per_s"] for c in CELLS}
+                ratios[peer] = {c: mine[c]["records_per_s"] / cell[c]["records_per_s"] for c in CELLS}
+                run_ratios[peer] = {c: [(mine[c]["records"] / a) / (cell[c]["records"] / b)
+                                        for a, b in zip(mine[c]["seconds"], cell[c]["seconds"])] for c in CELLS}
 
     lines = ["| store | " + " | ".join(CELL_TITLES[c] for c in CELLS) + " |",
              "|---|" + "---:|" * len(CELLS)]
@@ -778,6 +785,14 @@ def run(args: argparse.Namespace, names: list[str], n: int, single_n: int, repea
     print()
     print(table)
     print()
+    if repeat > 1 and run_ratios:
+        print("logstore / peer within each run (min - max over the runs):")
+        print()
+        print("| store | " + " | ".join(CELL_TITLES[c] for c in CELLS) + " |")
+        print("|---|" + "---:|" * len(CELLS))
+        for peer, per in run_ratios.items():
+            print(f"| {peer} | " + " | ".join(f"{min(per[c]):.2f}x - {max(per[c]):.2f}x" for c in CELLS) + " |")
+        print()
     print(machine_markdown(info))
     if max(load_before[0], load_after[0]) > 1.5:
         print("\nWARNING: other processes were busy on this machine (load average above): "
@@ -793,6 +808,7 @@ def run(args: argparse.Namespace, names: list[str], n: int, single_n: int, repea
                                     "value_bytes": 100, "batch": BATCH, "repeat": repeat, "dir": base,
                                     "quick": args.quick},
                        "machine": info, "results": results, "ratios_logstore_over_peer": ratios,
+                       "ratios_within_runs": run_ratios,
                        "skipped": skipped, "failed": failed, "markdown": table}, f, indent=2)
         print(f"\nwritten to {args.json}")
     return 1 if failed else 0

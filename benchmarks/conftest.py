@@ -22,7 +22,7 @@ import pytest
 
 from logstore import PartitionLog
 
-from .report import Row, load_text, results_markdown
+from .report import Row, ScalingRow, load_text, results_markdown, scaling_markdown
 from .workload import machine_info, machine_markdown
 
 
@@ -42,6 +42,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "big: slow benchmark; needs --run-slow or LOGSTORE_BENCH_BIG=1")
     config.stash[ROWS] = []
+    config.stash[SCALING] = []
     config.stash[LOAD] = os.getloadavg()
 
 
@@ -117,6 +118,7 @@ def fresh_log(tmp_path) -> Any:
 # -- results --------------------------------------------------------------------------------------
 
 ROWS = pytest.StashKey[list]()
+SCALING = pytest.StashKey[list]()
 LOAD = pytest.StashKey[tuple]()
 
 
@@ -181,14 +183,38 @@ def report(request: pytest.FixtureRequest, benchmark: Any) -> Reporter:
     return Reporter(request.config.stash[ROWS], benchmark)
 
 
+@pytest.fixture
+def scaling_report(request: pytest.FixtureRequest, benchmark: Any) -> Any:
+    """``scaling_report(group, case, records=, payload_bytes=, log_bytes=)`` per timed round: a
+    row of the scaling table (not of the targets table) and ``extra_info`` for --benchmark-json."""
+    rows: list[ScalingRow] = request.config.stash[SCALING]
+
+    def add(group: str, case: str, *, records: int, payload_bytes: int, log_bytes: int) -> None:
+        st = benchmark.stats.stats if benchmark.stats is not None else None
+        if st is None:  # --benchmark-disable: nothing was timed
+            return
+        row = ScalingRow(group, case, records, payload_bytes, log_bytes, st.median, st.min, [st.median])
+        rows.append(row)
+        info = benchmark.extra_info
+        info.update(records_per_round=records, records_per_s=records / st.median,
+                    payload_mb_per_s=payload_bytes / st.median / 1e6, log_mb_per_s=log_bytes / st.median / 1e6)
+        info.setdefault("scaling", []).append(row.to_json())
+
+    return add
+
+
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
     rows: list[Row] = config.stash.get(ROWS, [])
-    if not rows:
+    scaling: list[ScalingRow] = config.stash.get(SCALING, [])
+    if not rows and not scaling:
         return
     import tempfile
     text = ("Machine:\n\n" + machine_markdown(machine_info(tempfile.gettempdir())) + "\n\n"
-            + load_text(config.stash[LOAD], os.getloadavg()) + "\n\n"
-            + results_markdown(rows) + "\n")
+            + load_text(config.stash[LOAD], os.getloadavg()) + "\n\n")
+    if rows:
+        text += results_markdown(rows) + "\n"
+    if scaling:
+        text += ("\n" if rows else "") + "Scaling (test_scaling.py):\n\n" + scaling_markdown(scaling) + "\n"
     terminalreporter.write_sep("=", "logstore benchmark results (markdown)")
     terminalreporter.write_line(text)
     path = config.getoption("--bench-md")

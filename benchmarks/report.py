@@ -8,6 +8,9 @@ medians, and their range):
         PYTHONPATH=src python -m pytest benchmarks -p no:cacheprovider --run-slow --benchmark-json=/tmp/bench-$i.json
     done
     python benchmarks/report.py /tmp/bench-*.json
+
+The scaling benchmarks (test_scaling.py) are not held to targets; they get their own table after
+the results table, merged the same way (median of the runs' median rounds).
 """
 
 from __future__ import annotations
@@ -93,6 +96,64 @@ def merge(runs: list[list[Row]]) -> list[Row]:
     return out
 
 
+@dataclass
+class ScalingRow:
+    """One case of a scaling benchmark (test_scaling.py): its own table, apart from the targets."""
+
+    group: str              # e.g. "append vs partitions"
+    case: str               # e.g. "8 partitions", "1 KiB values"
+    records: int            # records per timed round
+    payload_bytes: int      # key + value bytes per round
+    log_bytes: int          # bytes the log grew by (or read) per round
+    median_s: float         # median round (over runs: median of the runs' medians)
+    best_s: float
+    runs: list[float] = field(default_factory=list)  # each run's median round, when merged
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def scaling_markdown(rows: list[ScalingRow]) -> str:
+    merged = any(len(r.runs) > 1 for r in rows)
+    lines = ["| scaling | case | records/s | payload MB/s | log MB/s | best round |"
+             + (" runs (min - max of records/s) |" if merged else ""),
+             "|---|---|---:|---:|---:|---:|" + ("---|" if merged else "")]
+    for r in rows:
+        spread = ""
+        if merged:
+            rates = [r.records / s for s in r.runs]
+            spread = f" {len(rates)}: {fmt_rate(min(rates))} - {fmt_rate(max(rates))} |"
+        lines.append(f"| {r.group} | {r.case} | {fmt_rate(r.records / r.median_s)} "
+                     f"| {r.payload_bytes / r.median_s / 1e6:,.0f} | {r.log_bytes / r.median_s / 1e6:,.0f} "
+                     f"| {fmt_rate(r.records / r.best_s)} |{spread}")
+    return "\n".join(lines)
+
+
+def fmt_rate(rps: float) -> str:
+    return f"{rps / 1e6:.2f} M/s" if rps >= 1e5 else f"{rps / 1e3:.1f} k/s"
+
+
+def merge_scaling(runs: list[list[ScalingRow]]) -> list[ScalingRow]:
+    by_key: dict[tuple[str, str], list[ScalingRow]] = {}
+    for rows in runs:
+        for row in rows:
+            by_key.setdefault((row.group, row.case), []).append(row)
+    out = []
+    for rows in by_key.values():
+        last = rows[-1]
+        medians = [r.median_s for r in rows]
+        out.append(ScalingRow(last.group, last.case, last.records, last.payload_bytes, last.log_bytes,
+                              statistics.median(medians), min(r.best_s for r in rows), medians))
+    return out
+
+
+def scaling_from_benchmark_json(path: str) -> list[ScalingRow]:
+    with open(path) as f:
+        data = json.load(f)
+    return [ScalingRow(**r) for bench in data.get("benchmarks", [])
+            for r in bench.get("extra_info", {}).get("scaling", [])]
+
+
 def rows_from_benchmark_json(path: str) -> list[Row]:
     with open(path) as f:
         data = json.load(f)
@@ -110,6 +171,10 @@ def main(argv: list[str]) -> int:
     runs = [rows_from_benchmark_json(p) for p in argv]
     print(f"Merged {len(runs)} run(s): {', '.join(argv)}\n")
     print(results_markdown(merge(runs)))
+    scaling = merge_scaling([scaling_from_benchmark_json(p) for p in argv])
+    if scaling:
+        print("\nScaling (test_scaling.py):\n")
+        print(scaling_markdown(scaling))
     return 0
 
 

@@ -110,7 +110,7 @@ def test_page_cache_write_floor(benchmark, report, sizes, append_workload, tmp_p
         for values, keys in append_workload.batches:
             sample.append_many(values, keys)
         data = bytes(sample.read(0, sample.size_bytes).raw)
-    assert len(data) == sample.size_bytes
+        assert len(data) == sample.size_bytes
     chunks = [data[i:i + (1 << 20)] for i in range(0, len(data), 1 << 20)]
     fd = os.open(tmp_path / "floor.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     try:

@@ -21,11 +21,13 @@ def make_key(i: int) -> bytes:
 
 @dataclass
 class Workload:
-    """``n`` records as parallel lists of bytes, plus the same split into ``batch``-sized calls."""
+    """``n`` records as parallel lists of bytes, plus the same split into ``batch``-sized calls.
+    Values are ``value_bytes`` (default: the standard 100) random bytes each."""
 
     n: int
     batch: int = BATCH
     seed: int = 1
+    value_bytes: int = VALUE_BYTES
     keys: list[bytes] = field(init=False, repr=False)
     values: list[bytes] = field(init=False, repr=False)
     batches: list[tuple[list[bytes], list[bytes]]] = field(init=False, repr=False)
@@ -33,8 +35,9 @@ class Workload:
 
     def __post_init__(self) -> None:
         rng = random.Random(self.seed)
-        blob = rng.randbytes(self.n * VALUE_BYTES)
-        self.values = [blob[i * VALUE_BYTES:(i + 1) * VALUE_BYTES] for i in range(self.n)]
+        size = self.value_bytes
+        blob = rng.randbytes(self.n * size)
+        self.values = [blob[i * size:(i + 1) * size] for i in range(self.n)]
         self.keys = [make_key(i) for i in range(self.n)]
         assert all(len(k) == KEY_BYTES for k in self.keys[:1] + self.keys[-1:])
         self.batches = [(self.values[s:s + self.batch], self.keys[s:s + self.batch])
@@ -43,7 +46,7 @@ class Workload:
     @property
     def payload_bytes(self) -> int:
         """Key + value bytes of all records (what a caller hands over)."""
-        return self.n * (KEY_BYTES + VALUE_BYTES)
+        return self.n * (KEY_BYTES + self.value_bytes)
 
 
 # -- the machine, for reports -------------------------------------------------------------------

@@ -513,6 +513,14 @@ cdef class Segment:
         self.drain()
         self._seal_indexes()
         self.sealed = True
+        # a sealed segment is only read: give back its write and scratch buffers (1 MiB+ each
+        # segment otherwise, for as long as the log stays open)
+        PyMem_Free(self.wbuf)
+        self.wbuf = NULL
+        self.wcap = 0
+        PyMem_Free(self.scratch)
+        self.scratch = NULL
+        self.scratch_cap = 0
 
     def _seal_indexes(self):
         if self.max_timestamp >= 0:
