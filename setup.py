@@ -21,7 +21,7 @@ if sys.platform != "win32":
     compile_args += ["-Wno-unused-function", "-Wno-unreachable-code"]
     if SANITIZE:
         flags = ["-fsanitize=address,undefined", "-fno-omit-frame-pointer"]
-        compile_args += flags
+        compile_args += flags + ["-fno-wrapv"]  # CPython passes -fwrapv, which hides UBSan overflow checks
         link_args += flags
 if DEBUG:
     macros += [("CYTHON_TRACE", "1"), ("CYTHON_TRACE_NOGIL", "1")]

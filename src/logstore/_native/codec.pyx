@@ -34,14 +34,14 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes
 from cpython.list cimport PyList_GET_ITEM
 from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
 from cpython.tuple cimport PyTuple_GET_ITEM
-from libc.stdint cimport int16_t, int32_t, int64_t, uint32_t
+from libc.stdint cimport int16_t, int32_t, int64_t, uint32_t, uint64_t
 from libc.string cimport memcpy
 
 from logstore._native.includes cimport *
 
 import numpy as np
 
-from logstore.errors import CorruptRecordError, InvalidRecordError, UnsupportedCodecError
+from logstore.errors import CorruptRecordError, InvalidArgumentError, InvalidRecordError, UnsupportedCodecError
 
 cnp.import_array()
 ls_crc32c_init()
@@ -108,6 +108,8 @@ def decode_varint(data, Py_ssize_t pos=0, int max_bytes=10):
     cdef const unsigned char[::1] mv = memoryview(data).cast("B")
     cdef int64_t out = 0
     cdef const unsigned char *p
+    if max_bytes < 1 or max_bytes > 10:
+        raise InvalidArgumentError(f"max_bytes must be 1..10 (a 64-bit varint has at most 10 bytes), not {max_bytes}")
     if pos < 0 or pos >= mv.shape[0]:
         raise CorruptRecordError("varint out of bounds")
     p = ls_get_varint(&mv[pos], &mv[0] + mv.shape[0], max_bytes, &out)
@@ -522,7 +524,10 @@ cdef int read_batch_header(const unsigned char *p, Py_ssize_t avail, BatchInfo *
     info.size = length + LS_LOG_OVERHEAD
     info.leader_epoch = ls_load_i32(p + LS_LEADER_EPOCH)
     info.attributes = ls_load_i16(p + LS_ATTRIBUTES)
-    info.last_offset = info.base_offset + ls_load_i32(p + LS_LAST_OFFSET_DELTA)
+    length = ls_load_i32(p + LS_LAST_OFFSET_DELTA)
+    if length < 0 or info.base_offset > <int64_t>0x7fffffffffffffff - 1 - length:
+        return E_LENGTH  # the offset after the batch (last + 1) must fit int64 too
+    info.last_offset = info.base_offset + length
     info.record_count = ls_load_i32(p + LS_RECORD_COUNT)
     info.base_timestamp = ls_load_i64(p + LS_BASE_TIMESTAMP)
     info.max_timestamp = ls_load_i64(p + LS_MAX_TIMESTAMP)
@@ -539,6 +544,10 @@ cdef int check_batch(const unsigned char *p, Py_ssize_t avail, BatchInfo *info, 
     cdef int rc = read_batch_header(p, avail, info)
     if rc != OK:
         return rc
+    # every record takes at least 7 bytes (length, attributes, timestamp delta, offset delta, key
+    # length, value length, header count): a larger count is a lie that readers would allocate by
+    if info.record_count > (info.size - LS_BATCH_HEADER_SIZE) // 7:
+        return E_RECORDS
     if verify_crc and ls_load_u32(p + LS_CRC) != ls_crc32c(0, p + LS_CRC_START, info.size - LS_CRC_START):
         return E_CRC
     if info.attributes & LS_COMPRESSION_MASK:
@@ -582,14 +591,16 @@ cdef Py_ssize_t walk_records(const unsigned char *buf, Py_ssize_t pos, BatchInfo
         if p == NULL or off_delta <= prev_delta or off_delta > info.last_offset - info.base_offset:
             return -1
         prev_delta = off_delta
-        kpos = p - buf
+        # key and value start where their bytes end minus their length: their length varints
+        # may be longer than the minimal encoding (Kafka's readers accept that too)
         p = _skip_bytes(p, rec_end, &klen)
         if p == NULL:
             return -1
-        vpos = p - buf
+        kpos = (p - buf) - (klen if klen > 0 else 0)
         p = _skip_bytes(p, rec_end, &vlen)
         if p == NULL:
             return -1
+        vpos = (p - buf) - (vlen if vlen > 0 else 0)
         hpos = p - buf
         p = ls_get_varint(p, rec_end, 5, &hcount)
         if p == NULL or hcount < 0:
@@ -607,10 +618,10 @@ cdef Py_ssize_t walk_records(const unsigned char *buf, Py_ssize_t pos, BatchInfo
         if cols != NULL and offset >= min_offset and offset < max_offset:
             k = at[0]
             cols.offsets[k] = offset
-            cols.timestamps[k] = info.max_timestamp if log_append_time else info.base_timestamp + ts_delta
-            cols.key_positions[k] = kpos + ls_varint_size(klen)
+            cols.timestamps[k] = info.max_timestamp if log_append_time else <int64_t>(<uint64_t>info.base_timestamp + <uint64_t>ts_delta)  # wraps as a Java long
+            cols.key_positions[k] = kpos
             cols.key_lengths[k] = <int32_t>klen
-            cols.value_positions[k] = vpos + ls_varint_size(vlen)
+            cols.value_positions[k] = vpos
             cols.value_lengths[k] = <int32_t>vlen
             cols.header_positions[k] = hpos
             at[0] = k + 1

@@ -37,6 +37,9 @@ cdef class MappedIndex:
         self.base = NULL
         self._mmap = None
         self._view = None
+        if base_offset < 0 or base_offset > 0x7fffffffffffffff - 0xffffffff:
+            # entries hold 32-bit offsets relative to the base: base + relative must fit int64
+            raise CorruptRecordError(f"index base offset {base_offset} is out of range")
         if max_bytes < self.entry_size:
             raise ValueError("index max_bytes is smaller than one entry")
         self.max_entries = max_bytes // self.entry_size

@@ -465,7 +465,7 @@ cdef class Segment:
                 rel = 0
                 avail = len(chunk)
                 p = <const unsigned char *>PyBytes_AS_STRING(chunk)
-            rc = check_batch(p + rel, avail - rel, &info, verify_crc, False)
+            rc = check_batch(p + rel, avail - rel, &info, verify_crc, True)  # records too: a kept batch is served
             if rc == 5:
                 raise_batch_error(rc, pos)  # a compressed batch is not damage: do not cut it away
             # offsets are dense: a batch that does not start where the last one ended is damage

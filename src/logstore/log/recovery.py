@@ -21,6 +21,8 @@ from logstore.log.checkpoint import Checkpoint
 log = logging.getLogger("logstore.log")
 
 SUFFIXES = (".log", ".index", ".timeindex")
+# index entries are 32-bit offsets relative to the segment's base: base + 2**32 must fit int64
+MAX_BASE_OFFSET = 2**63 - 1 - 2**32
 
 
 @dataclass
@@ -47,7 +49,7 @@ def segment_bases(directory: str, report: RecoveryReport) -> list[int]:
     names = os.listdir(directory)
     for name in names:
         stem, ext = os.path.splitext(name)
-        if ext == ".log" and len(stem) == 20 and stem.isdigit():
+        if ext == ".log" and len(stem) == 20 and stem.isdigit() and int(stem) <= MAX_BASE_OFFSET:
             bases.add(int(stem))
     for name in names:
         stem, ext = os.path.splitext(name)
