@@ -142,10 +142,6 @@ cdef class MappedIndex:
         except FileNotFoundError:
             pass
 
-    def rename(self, str path):
-        os.replace(self.path, path)
-        self.path = path
-
     def raw_entry(self, Py_ssize_t i):
         if i < 0 or i >= self.entries:
             raise IndexError("index entry out of range")
