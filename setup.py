@@ -2,6 +2,7 @@
 
   LOGSTORE_DEBUG=1     -O0 -g, Cython line tracing and annotated HTML next to each .pyx
   LOGSTORE_SANITIZE=1  AddressSanitizer + UndefinedBehaviorSanitizer (run with LD_PRELOAD=libasan)
+  LOGSTORE_UNITS=a,b   build only these units (development: rebuild one unit while editing another)
 """
 
 import os
@@ -14,6 +15,8 @@ from setuptools import Extension, setup
 DEBUG = os.environ.get("LOGSTORE_DEBUG") == "1"
 SANITIZE = os.environ.get("LOGSTORE_SANITIZE") == "1"
 UNITS = ["codec", "index", "segment", "core"]
+if os.environ.get("LOGSTORE_UNITS"):
+    UNITS = [u for u in UNITS if u in os.environ["LOGSTORE_UNITS"].split(",")]
 
 compile_args, link_args, macros = [], [], [("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")]
 if sys.platform != "win32":

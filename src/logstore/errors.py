@@ -12,6 +12,18 @@ __all__ = [
     "OffsetOutOfRangeError",
     "RecordTooLargeError",
     "UnsupportedCodecError",
+    "TopicError",
+    "InvalidTopicError",
+    "TopicExistsError",
+    "UnknownTopicError",
+    "InvalidPartitionsError",
+    "ProducerError",
+    "OutOfOrderSequenceError",
+    "ProducerFencedError",
+    "ConsumerError",
+    "NoOffsetForPartitionError",
+    "IllegalStateError",
+    "LogstoreTimeoutError",
 ]
 
 
@@ -52,3 +64,63 @@ class OffsetOutOfRangeError(LogstoreError, IndexError):
 
 class LogClosedError(LogstoreError):
     """The log (or store) was used after ``close()``."""
+
+
+# -- broker: topics -------------------------------------------------------------------------
+
+
+class TopicError(LogstoreError):
+    """Base of the errors about topics and partitions."""
+
+
+class InvalidTopicError(TopicError, InvalidArgumentError):
+    """A topic name is not legal (characters, length, collision with another topic's name)."""
+
+
+class TopicExistsError(TopicError):
+    """``create_topic`` for a name that already exists (Kafka: TopicAlreadyExists)."""
+
+
+class UnknownTopicError(TopicError, KeyError):
+    """The topic or partition does not exist (Kafka: UnknownTopicOrPartition)."""
+
+    def __str__(self) -> str:  # KeyError would print the repr of the message
+        return str(self.args[0]) if self.args else ""
+
+
+class InvalidPartitionsError(TopicError, InvalidArgumentError):
+    """A partition count that is not allowed (not positive, or shrinking a topic)."""
+
+
+# -- producer -------------------------------------------------------------------------------
+
+
+class ProducerError(LogstoreError):
+    """Base of the errors of the idempotent producer protocol."""
+
+
+class OutOfOrderSequenceError(ProducerError):
+    """A batch's sequence number is not the next one the partition expects from its producer."""
+
+
+class ProducerFencedError(ProducerError):
+    """A producer epoch is older than the partition has seen from that producer id."""
+
+
+# -- consumer -------------------------------------------------------------------------------
+
+
+class ConsumerError(LogstoreError):
+    """Base of the consumer's errors."""
+
+
+class NoOffsetForPartitionError(ConsumerError):
+    """No position for a partition and ``auto_offset_reset="none"``."""
+
+
+class IllegalStateError(ConsumerError):
+    """A consumer call that its state does not allow (e.g. seek on an unassigned partition)."""
+
+
+class LogstoreTimeoutError(LogstoreError, TimeoutError):
+    """An operation did not complete within its timeout."""

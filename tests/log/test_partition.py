@@ -490,10 +490,14 @@ def test_flush_interval_moves_the_recovery_point(open_log, tmp_path):
     log = open_log(flush="interval", flush_interval_ms=50)
     log.append_many([b"a", b"b", b"c"])
     deadline = time.monotonic() + 10
-    while log.recovery_point < 3 and time.monotonic() < deadline:
+    cp = None
+    # the flusher moves the recovery point, then writes the checkpoint: wait for both
+    while time.monotonic() < deadline:
+        cp = read_checkpoint(str(tmp_path / "log"))
+        if log.recovery_point == 3 and cp is not None and cp.recovery_point == 3:
+            break
         time.sleep(0.06)
     assert log.recovery_point == 3
-    cp = read_checkpoint(str(tmp_path / "log"))
     assert cp is not None and cp.recovery_point == 3
 
 

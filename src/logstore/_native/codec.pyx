@@ -88,6 +88,20 @@ def crc32c(data, uint32_t crc=0):
     return ls_crc32c(crc, &mv[0], mv.shape[0])
 
 
+def xxh64(data, uint64_t seed=0):
+    """XXH64 of a bytes-like object (the default partitioner's and the compactor's key hash)."""
+    cdef const unsigned char[::1] mv = memoryview(data).cast("B")
+    cdef unsigned char empty = 0
+    return ls_xxh64(&mv[0] if mv.shape[0] else &empty, mv.shape[0], seed)
+
+
+def murmur2(data):
+    """Kafka's murmur2 of a bytes-like object, as the Java client computes it (a signed int)."""
+    cdef const unsigned char[::1] mv = memoryview(data).cast("B")
+    cdef unsigned char empty = 0
+    return <int32_t>ls_murmur2(&mv[0] if mv.shape[0] else &empty, mv.shape[0])
+
+
 def crc32c_portable(data, uint32_t crc=0):
     """CRC32C computed by the portable table path (to test the hardware path against)."""
     cdef const unsigned char[::1] mv = memoryview(data).cast("B")

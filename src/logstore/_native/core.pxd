@@ -1,8 +1,40 @@
 # The partition log's hot paths (append, read); slow paths live in logstore.log.partition.
-from libc.stdint cimport int32_t, int64_t
+from libc.stdint cimport int16_t, int32_t, int64_t, uint64_t
 
 from logstore._native.codec cimport RecordBatchView, RecordInputs
 from logstore._native.segment cimport Segment
+
+
+cdef class ProducerEntry:
+    cdef readonly int64_t producer_id
+    cdef readonly int16_t epoch
+    cdef readonly int32_t last_sequence
+    cdef readonly int64_t last_offset
+    cdef int32_t first_seqs[5]
+    cdef int32_t last_seqs[5]
+    cdef int64_t first_offsets[5]
+    cdef int count
+    cdef int head
+    cdef void push(self, int32_t first_seq, int32_t last_seq, int64_t first_offset) noexcept
+    cdef void extend(self, int32_t last_seq) noexcept
+    cdef int64_t find(self, int32_t first_seq, int32_t last_seq) noexcept
+
+
+cdef class ProducerStateTable:
+    cdef dict entries
+    cdef ProducerEntry last
+    cdef ProducerEntry get(self, int64_t producer_id)
+    cdef int64_t check(self, int64_t producer_id, int16_t epoch, int32_t first_seq,
+                       int32_t last_seq) except -2
+    cdef int update(self, int64_t producer_id, int16_t epoch, int32_t first_seq, int32_t last_seq,
+                    int64_t first_offset, bint extended) except -1
+
+
+cdef class AppendNotifier:
+    cdef object cond
+    cdef public int waiters
+    cdef uint64_t version
+    cdef void notify(self) noexcept
 
 
 cdef class LogCore:
@@ -19,7 +51,14 @@ cdef class LogCore:
     cdef public bint _verify_crc
     cdef public bint _log_append_time
     cdef public bint _closed
+    cdef public bint _hw_follows_leo          # single-node broker: the HW moves with every append
+    cdef public ProducerStateTable _producers
+    cdef public object _notifier               # an AppendNotifier or None
     cdef RecordInputs _inputs
+
+    cdef int64_t append_record(self, value, key, headers, timestamp, int64_t producer_id,
+                               int16_t producer_epoch, int32_t sequence, int64_t *out_timestamp) except -2
+    cdef void _appended(self) noexcept
 
     cdef int _enter(self) except -1
     cdef void _exit(self) noexcept

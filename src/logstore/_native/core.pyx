@@ -8,7 +8,7 @@ lock releases the GIL while it waits, and I/O releases the GIL while it runs.
 """
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
-from libc.stdint cimport int16_t, int32_t, int64_t
+from libc.stdint cimport int16_t, int32_t, int64_t, uint64_t
 from libc.string cimport memcpy
 
 from fastrlock.rlock cimport create_fastrlock, lock_fastrlock, unlock_fastrlock
@@ -19,7 +19,8 @@ from logstore._native.includes cimport *
 from logstore._native.segment cimport Segment
 
 from logstore.errors import (InvalidArgumentError, InvalidRecordError, LogClosedError, OffsetOutOfRangeError,
-                             RecordTooLargeError, UnsupportedCodecError)
+                             OutOfOrderSequenceError, ProducerFencedError, RecordTooLargeError,
+                             UnsupportedCodecError)
 
 DEF MAX_RELATIVE_OFFSET = 0x7fffffff
 DEF NO_LIMIT = 0x7fffffffffffffff
@@ -27,6 +28,205 @@ DEF NO_LIMIT = 0x7fffffffffffffff
 DEF OPEN_BATCH_BYTES = 16384
 
 cdef bytes EMPTY = b""
+# an idempotent producer's retried batch is recognised among its last this many batches (Kafka's 5)
+DEF PRODUCER_WINDOW = 5
+DEF INT32_MAX = 0x7fffffff
+
+
+cdef inline int32_t next_sequence(int32_t seq) noexcept nogil:
+    return 0 if seq == INT32_MAX else seq + 1
+
+
+cdef class ProducerEntry:
+    """What a partition remembers of one idempotent producer: its epoch, last sequence, and the
+    sequence/offset ranges of its last ``PRODUCER_WINDOW`` batches (to answer a retry)."""
+
+    def __cinit__(self, int64_t producer_id, int16_t epoch):
+        self.producer_id = producer_id
+        self.epoch = epoch
+        self.last_sequence = -1
+        self.last_offset = -1
+        self.count = 0
+        self.head = -1
+
+    cdef void push(self, int32_t first_seq, int32_t last_seq, int64_t first_offset) noexcept:
+        self.head = (self.head + 1) % PRODUCER_WINDOW
+        self.first_seqs[self.head] = first_seq
+        self.last_seqs[self.head] = last_seq
+        self.first_offsets[self.head] = first_offset
+        if self.count < PRODUCER_WINDOW:
+            self.count += 1
+        self.last_sequence = last_seq
+        self.last_offset = first_offset + (<int64_t>last_seq - first_seq)
+
+    cdef void extend(self, int32_t last_seq) noexcept:
+        """The newest batch grew by records up to ``last_seq`` (consecutive single appends)."""
+        self.last_offset += <int64_t>last_seq - self.last_seqs[self.head]
+        self.last_seqs[self.head] = last_seq
+        self.last_sequence = last_seq
+
+    cdef int64_t find(self, int32_t first_seq, int32_t last_seq) noexcept:
+        """Offset at which sequences first_seq..last_seq were appended, or -1."""
+        cdef int i, k
+        for k in range(self.count):
+            i = (self.head - k + PRODUCER_WINDOW) % PRODUCER_WINDOW
+            if self.first_seqs[i] <= first_seq and last_seq <= self.last_seqs[i] and first_seq <= last_seq:
+                return self.first_offsets[i] + (first_seq - self.first_seqs[i])
+        return -1
+
+    def batches(self):
+        """The remembered batches, oldest first: (first sequence, last sequence, first offset)."""
+        cdef int i, k
+        out = []
+        for k in range(self.count - 1, -1, -1):
+            i = (self.head - k + PRODUCER_WINDOW) % PRODUCER_WINDOW
+            out.append((self.first_seqs[i], self.last_seqs[i], self.first_offsets[i]))
+        return out
+
+
+cdef class ProducerStateTable:
+    """Idempotent producers seen by one partition (Kafka's ProducerStateManager, in memory).
+
+    ``check`` runs before an append and ``update`` after it, both under the log's lock. The
+    Python layer persists it (``snapshot``/``restore``) and rebuilds it from batch headers."""
+
+    def __cinit__(self):
+        self.entries = {}
+        self.last = None
+
+    cdef ProducerEntry get(self, int64_t producer_id):
+        if self.last is not None and self.last.producer_id == producer_id:
+            return self.last
+        entry = self.entries.get(producer_id)
+        if entry is not None:
+            self.last = <ProducerEntry>entry
+        return <ProducerEntry>entry if entry is not None else None
+
+    cdef int64_t check(self, int64_t producer_id, int16_t epoch, int32_t first_seq,
+                       int32_t last_seq) except -2:
+        """-1: append; >= 0: a retry of records already at that offset; raises if out of order."""
+        cdef ProducerEntry entry
+        cdef int64_t dup
+        if producer_id < 0:
+            return -1
+        if first_seq < 0 or epoch < 0:
+            raise OutOfOrderSequenceError(
+                f"producer {producer_id}: an idempotent batch needs a sequence and epoch >= 0, got {first_seq}/{epoch}")
+        entry = self.get(producer_id)
+        if entry is None:
+            # as Kafka: an unknown producer may start anywhere (its state can have been removed
+            # with the segments that held it)
+            return -1
+        if epoch > entry.epoch:
+            if first_seq != 0:
+                raise OutOfOrderSequenceError(
+                    f"producer {producer_id} has a new epoch {epoch}: its first sequence must be 0, not {first_seq}")
+            return -1
+        if epoch < entry.epoch:
+            raise ProducerFencedError(
+                f"producer {producer_id} epoch {epoch} is fenced: this partition has seen epoch {entry.epoch}")
+        if first_seq == next_sequence(entry.last_sequence):
+            return -1
+        dup = entry.find(first_seq, last_seq)
+        if dup >= 0:
+            return dup
+        raise OutOfOrderSequenceError(
+            f"producer {producer_id} epoch {epoch}: expected sequence {next_sequence(entry.last_sequence)}, "
+            f"got {first_seq} (not a retry of any of its last {PRODUCER_WINDOW} batches)")
+
+    cdef int update(self, int64_t producer_id, int16_t epoch, int32_t first_seq, int32_t last_seq,
+                    int64_t first_offset, bint extended) except -1:
+        """Record an append; ``extended``: the records joined the producer's newest batch."""
+        cdef ProducerEntry entry
+        if producer_id < 0:
+            return 0
+        entry = self.get(producer_id)
+        if entry is None or epoch != entry.epoch:
+            entry = ProducerEntry(producer_id, epoch)
+            self.entries[producer_id] = entry
+            self.last = entry
+            extended = False
+        if extended and entry.count:
+            entry.extend(last_seq)
+        else:
+            entry.push(first_seq, last_seq, first_offset)
+        return 0
+
+    def replay(self, int64_t producer_id, int producer_epoch, int32_t first_seq, int32_t last_seq,
+               int64_t first_offset):
+        """Apply one batch read back from the log (rebuilding the table on open/truncation)."""
+        cdef ProducerEntry entry
+        if producer_id < 0 or first_seq < 0:
+            return
+        entry = self.get(producer_id)
+        if entry is not None and producer_epoch < entry.epoch:
+            return
+        self.update(producer_id, <int16_t>producer_epoch, first_seq, last_seq, first_offset, False)
+
+    def snapshot(self):
+        """[(producer id, epoch, [(first seq, last seq, first offset), ...]), ...]"""
+        return [(e.producer_id, e.epoch, e.batches()) for e in self.entries.values()]
+
+    def restore(self, entries):
+        cdef ProducerEntry entry
+        self.entries = {}
+        self.last = None
+        for producer_id, epoch, batches in entries:
+            entry = ProducerEntry(producer_id, epoch)
+            for first_seq, last_seq, first_offset in batches:
+                entry.push(first_seq, last_seq, first_offset)
+            self.entries[producer_id] = entry
+
+    def clear(self):
+        self.entries = {}
+        self.last = None
+
+    def entry(self, int64_t producer_id):
+        """(epoch, last sequence, last offset) of a producer, or None."""
+        cdef ProducerEntry e = self.get(producer_id)
+        return None if e is None else (e.epoch, e.last_sequence, e.last_offset)
+
+    def __len__(self):
+        return len(self.entries)
+
+
+cdef class AppendNotifier:
+    """Wakes consumers blocked in poll when a log they read gets data. Appenders pay one int
+    check unless someone is waiting."""
+
+    def __cinit__(self):
+        import threading
+        self.cond = threading.Condition(threading.Lock())
+        self.waiters = 0
+        self.version = 0
+
+    cdef void notify(self) noexcept:
+        # called with the log's lock held: never block on anything but the condition's lock
+        self.version += 1
+        if self.waiters:
+            try:
+                with self.cond:
+                    self.cond.notify_all()
+            except BaseException:
+                pass
+
+    def wake(self):
+        self.notify()
+
+    def wait(self, uint64_t seen_version, double timeout):
+        """Wait until an append after ``seen_version`` (or timeout). Returns the new version."""
+        with self.cond:
+            if self.version == seen_version:
+                self.waiters += 1
+                try:
+                    self.cond.wait(timeout)
+                finally:
+                    self.waiters -= 1
+        return self.version
+
+    @property
+    def current_version(self):
+        return self.version
 
 
 cdef class LogCore:
@@ -47,6 +247,9 @@ cdef class LogCore:
         self._verify_crc = True
         self._log_append_time = False
         self._closed = True
+        self._hw_follows_leo = False
+        self._producers = ProducerStateTable()
+        self._notifier = None
 
     cdef int _enter(self) except -1:
         lock_fastrlock(self._lock, -1, True)
@@ -70,12 +273,25 @@ cdef class LogCore:
         """Append one record; returns its offset. Consecutive single appends share one batch in
         a user-space buffer, handed to the OS within ``flush_interval_ms`` (or at the next
         read, batch append, ``flush_buffer()`` or ``flush()``)."""
-        cdef int64_t now, offset
+        cdef int64_t ts
+        return self.append_record(value, key, headers, timestamp, -1, -1, -1, &ts)
+
+    cdef int64_t append_record(self, value, key, headers, timestamp, int64_t producer_id,
+                               int16_t producer_epoch, int32_t sequence, int64_t *out_timestamp) except -2:
+        """One record (the producer's hot path). Returns its offset, or for an idempotent
+        producer's retry the offset it was first appended at (``*out_timestamp`` = -1 then)."""
+        cdef int64_t now, offset, dup
         cdef Py_ssize_t size, cnt
         cdef RecordSpec *spec
         cdef int16_t attrs = 0
+        cdef int joined
         self._enter()
         try:
+            if producer_id >= 0:
+                dup = self._producers.check(producer_id, producer_epoch, sequence, sequence)
+                if dup >= 0:
+                    out_timestamp[0] = -1
+                    return dup
             now = now_ms()
             self._inputs.load_one(value, key, headers, timestamp, now)
             spec = self._inputs.specs
@@ -90,13 +306,24 @@ cdef class LogCore:
             offset = self.log_end_offset
             if self._active.created_ms < 0:
                 self._active.created_ms = now
-            self._active.append_single(spec, offset, self._leader_epoch, attrs,
-                                       min(OPEN_BATCH_BYTES, self._max_record_bytes))
+            joined = self._active.append_single(spec, offset, self._leader_epoch, attrs,
+                                                min(OPEN_BATCH_BYTES, self._max_record_bytes),
+                                                producer_id, producer_epoch, sequence)
             self.log_end_offset = offset + 1
+            if producer_id >= 0:
+                self._producers.update(producer_id, producer_epoch, sequence, sequence, offset, joined)
+            out_timestamp[0] = spec.timestamp
+            self._appended()
             return offset
         finally:
             self._inputs.clear()
             self._exit()
+
+    cdef void _appended(self) noexcept:
+        if self._hw_follows_leo:
+            self._high_watermark = self.log_end_offset
+        if self._notifier is not None:
+            (<AppendNotifier>self._notifier).notify()
 
     def append_many(self, values, keys=None, headers=None, timestamps=None, *,
                     int64_t producer_id=-1, int producer_epoch=-1, int64_t base_sequence=-1):
@@ -105,13 +332,31 @@ cdef class LogCore:
         ``keys``/``headers``/``timestamps`` are None or one item per value; ``timestamps`` may
         also be one int for all or an integer numpy array. The producer fields are stamped into
         the batch headers (idempotent producers)."""
-        cdef int64_t now, first
+        cdef int64_t now, first, dup, last_seq
+        if producer_id >= 0 and not 0 <= base_sequence <= INT32_MAX:
+            raise OutOfOrderSequenceError(f"base_sequence {base_sequence} is not a valid sequence number")
+        if producer_id >= 0 and not 0 <= producer_epoch <= 0x7fff:
+            raise InvalidArgumentError(f"producer_epoch {producer_epoch} is not in [0, 32767]")
         self._enter()
         try:
             now = now_ms()
             self._inputs.load(values, keys, headers, timestamps, now)
+            if self._inputs.count == 0:
+                return self.log_end_offset
+            last_seq = base_sequence + self._inputs.count - 1
+            if producer_id >= 0:
+                if last_seq > INT32_MAX:
+                    raise OutOfOrderSequenceError("the batch's sequence numbers would pass 2**31 - 1")
+                dup = self._producers.check(producer_id, <int16_t>producer_epoch, <int32_t>base_sequence,
+                                            <int32_t>last_seq)
+                if dup >= 0:
+                    return dup
             first = self._write(now, producer_id, producer_epoch, base_sequence)
             self._active.drain()  # one syscall per call: the batch survives a process crash
+            if producer_id >= 0:
+                self._producers.update(producer_id, <int16_t>producer_epoch, <int32_t>base_sequence,
+                                       <int32_t>last_seq, first, False)
+            self._appended()
             return first
         finally:
             self._inputs.clear()
@@ -128,6 +373,7 @@ cdef class LogCore:
             self._inputs.load_arrays(values, value_lengths, keys, key_lengths, timestamps, now)
             first = self._write(now, -1, -1, -1)
             self._active.drain()
+            self._appended()
             return first
         finally:
             self._inputs.clear()
@@ -181,7 +427,10 @@ cdef class LogCore:
         cdef Py_ssize_t n, pos = 0, count = 0
         cdef BatchInfo info
         cdef int rc
-        cdef int64_t first, base, now
+        cdef int64_t first, base, now, pid, call_pid = -1, dup = -1, last_seq
+        cdef int16_t pepoch, prev_epoch = -1
+        cdef int32_t seq, prev_last = -1
+        cdef bint duplicate = False
         cdef unsigned char *out
         cdef Segment seg
         try:
@@ -213,7 +462,29 @@ cdef class LogCore:
                         f"raw batch of {info.size} bytes is over max_record_bytes={self._max_record_bytes}")
                 if info.record_count == 0:
                     raise InvalidRecordError("a raw batch must hold at least one record")
+                pid = ls_load_i64(p + pos + LS_PRODUCER_ID)
+                if pid >= 0:
+                    pepoch = ls_load_i16(p + pos + LS_PRODUCER_EPOCH)
+                    seq = ls_load_i32(p + pos + LS_BASE_SEQUENCE)
+                    last_seq = seq + (info.last_offset - info.base_offset)
+                    if last_seq > INT32_MAX:
+                        raise OutOfOrderSequenceError(f"raw batch at byte {pos}: sequences pass 2**31 - 1")
+                    if pos == 0:
+                        call_pid = pid
+                        dup = self._producers.check(pid, pepoch, seq, <int32_t>last_seq)
+                        duplicate = dup >= 0
+                    elif pid != call_pid or pepoch != prev_epoch or seq != next_sequence(prev_last):
+                        raise OutOfOrderSequenceError(
+                            f"raw batch at byte {pos}: an idempotent call must hold one producer's consecutive batches")
+                    elif duplicate and self._producers.check(pid, pepoch, seq, <int32_t>last_seq) < 0:
+                        raise OutOfOrderSequenceError(f"raw batch at byte {pos}: part of the call is a retry, part is not")
+                    prev_epoch = pepoch
+                    prev_last = <int32_t>last_seq
+                elif pos != 0 and call_pid >= 0:
+                    raise OutOfOrderSequenceError("an idempotent call must hold one producer's batches only")
                 pos += info.size
+            if duplicate:
+                return dup
             first = self.log_end_offset
             now = now_ms()
             pos = 0
@@ -236,8 +507,14 @@ cdef class LogCore:
                     seg.created_ms = now
                 seg.commit(info.size, base, base + count - 1, info.max_timestamp)
                 self.log_end_offset = base + count
+                pid = ls_load_i64(out + LS_PRODUCER_ID)
+                if pid >= 0:
+                    seq = ls_load_i32(out + LS_BASE_SEQUENCE)
+                    self._producers.update(pid, ls_load_i16(out + LS_PRODUCER_EPOCH), seq,
+                                           <int32_t>(seq + count - 1), base, False)
                 pos += info.size
             self._active.drain()
+            self._appended()
             return first
         finally:
             self._exit()
@@ -334,3 +611,8 @@ cdef class LogCore:
     @property
     def closed(self):
         return self._closed
+
+    @property
+    def producer_state(self):
+        """The idempotent producers this partition has seen (:class:`ProducerStateTable`)."""
+        return self._producers

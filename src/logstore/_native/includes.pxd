@@ -53,3 +53,7 @@ cdef extern from "compat.h" nogil:
     int ls_ftruncate(int fd, int64_t size)
     int ls_close(int fd)
     int64_t ls_now_ms()
+
+cdef extern from "hash.h" nogil:
+    uint64_t ls_xxh64(const unsigned char *p, size_t n, uint64_t seed)
+    uint32_t ls_murmur2(const unsigned char *p, size_t n)

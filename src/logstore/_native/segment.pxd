@@ -35,6 +35,9 @@ cdef class Segment:
     cdef int64_t open_max_timestamp
     cdef int32_t open_epoch
     cdef int16_t open_attributes
+    cdef int64_t open_producer_id             # -1: no idempotent producer
+    cdef int16_t open_producer_epoch
+    cdef int32_t open_base_sequence
     cdef unsigned char *scratch               # reused pread buffer for header scans
     cdef Py_ssize_t scratch_cap
 
@@ -46,7 +49,8 @@ cdef class Segment:
     cdef int drain(self) except -1
     cdef void seal_open_batch(self) noexcept
     cdef int append_single(self, RecordSpec *spec, int64_t offset, int32_t leader_epoch,
-                           int16_t attributes, Py_ssize_t batch_limit) except -1
+                           int16_t attributes, Py_ssize_t batch_limit, int64_t producer_id,
+                           int16_t producer_epoch, int32_t sequence) except -1
     cdef const unsigned char *read_scratch(self, Py_ssize_t pos, Py_ssize_t n, Py_ssize_t *got) except NULL
     cdef Py_ssize_t locate(self, int64_t offset, BatchInfo *info) except -2
     cdef RecordBatchView read_from(self, int64_t offset, Py_ssize_t max_bytes, int64_t max_offset,

@@ -170,18 +170,23 @@ cdef class Segment:
         """Write the open batch's header and CRC: from here on it is an ordinary batch."""
         write_batch_header(self.wbuf + self.open_pos, self.open_count, self.open_size,
                            self.open_base_offset, self.open_epoch, self.open_base_timestamp,
-                           self.open_max_timestamp, -1, -1, -1, self.open_attributes)
+                           self.open_max_timestamp, self.open_producer_id, self.open_producer_epoch,
+                           self.open_base_sequence, self.open_attributes)
         self.open_pos = -1
 
     cdef int append_single(self, RecordSpec *spec, int64_t offset, int32_t leader_epoch,
-                           int16_t attributes, Py_ssize_t batch_limit) except -1:
-        """Append one record at ``offset``: into the open batch if it fits (same epoch and
-        attributes, batch stays under ``batch_limit``), else as a new open batch. Consecutive
-        single appends so cost one batch header per ~``batch_limit`` bytes, not one per record."""
+                           int16_t attributes, Py_ssize_t batch_limit, int64_t producer_id,
+                           int16_t producer_epoch, int32_t sequence) except -1:
+        """Append one record at ``offset``: into the open batch if it fits (same leader epoch,
+        attributes and producer, next sequence, batch stays under ``batch_limit``), else as a new
+        open batch. Consecutive single appends so cost one batch header per ~``batch_limit``
+        bytes, not one per record. Returns 1 if the record joined the open batch, else 0."""
         cdef int64_t ts_delta
         cdef Py_ssize_t body, rec, size
         cdef unsigned char *p
-        if self.open_pos >= 0 and self.open_epoch == leader_epoch and self.open_attributes == attributes:
+        if self.open_pos >= 0 and self.open_epoch == leader_epoch and self.open_attributes == attributes \
+                and self.open_producer_id == producer_id and self.open_producer_epoch == producer_epoch \
+                and (producer_id < 0 or <int64_t>sequence == <int64_t>self.open_base_sequence + self.open_count):
             ts_delta = spec.timestamp - self.open_base_timestamp
             body = record_body_size(spec, ts_delta, self.open_count)
             rec = ls_varint_size(body) + body
@@ -199,7 +204,7 @@ cdef class Segment:
                 if spec.timestamp > self.max_timestamp:
                     self.max_timestamp = spec.timestamp
                     self.offset_of_max_timestamp = self.open_base_offset
-                return 0
+                return 1
         body = record_body_size(spec, 0, 0)
         spec.body_size = body
         size = 61 + ls_varint_size(body) + body
@@ -214,6 +219,9 @@ cdef class Segment:
         self.open_max_timestamp = spec.timestamp
         self.open_epoch = leader_epoch
         self.open_attributes = attributes
+        self.open_producer_id = producer_id
+        self.open_producer_epoch = producer_epoch
+        self.open_base_sequence = sequence if producer_id >= 0 else -1
         self.wlen += size
         if self.wlen >= WRITE_BUFFER:
             self.drain()

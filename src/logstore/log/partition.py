@@ -22,6 +22,7 @@ from logstore.log.checkpoint import Checkpoint, fsync_directory, read_checkpoint
 from logstore.log.config import LogConfig
 from logstore.log.epoch_cache import LeaderEpochCache
 from logstore.log.flusher import FLUSHER
+from logstore.log.producer_snapshot import replay as replay_producers, restore as restore_producers, write_snapshot
 from logstore.log.recovery import RecoveryReport, open_segments, segment_bases
 
 try:
@@ -144,6 +145,7 @@ class PartitionLog(LogCore):
             self._recovery_point = min(checkpoint.recovery_point if checkpoint is not None else first_base, leo)
         self._synced_offset = self._recovery_point
         self._write_checkpoint()
+        restore_producers(self)
         if cfg.flush == "always":
             for name in ("append", "append_many", "append_arrays", "append_batch"):
                 setattr(self, name, self._durable(getattr(LogCore, name).__get__(self)))
@@ -205,6 +207,7 @@ class PartitionLog(LogCore):
             with self._sync_cond:
                 self._synced_offset = max(self._synced_offset, min(target, self.log_end_offset))
             self._write_checkpoint()
+            self._write_producer_snapshot()
             self._last_flush = time.monotonic()
 
     def flush_buffer(self) -> None:
@@ -225,6 +228,12 @@ class PartitionLog(LogCore):
         elif self.log_end_offset > self._recovery_point or self._active.buffered_bytes:
             self.flush()
         self._last_flush = time.monotonic()
+
+    def _write_producer_snapshot(self) -> None:
+        """Snapshot the idempotent producers' state at the log end (under the lock, buffers
+        drained: the snapshot never claims offsets a process crash could lose)."""
+        self._active.flush_buffer()
+        write_snapshot(self.path, self.log_end_offset, self.producer_state.snapshot())
 
     def _write_checkpoint(self) -> None:
         write_checkpoint(self.path, Checkpoint(self._recovery_point, self._log_start_offset,
@@ -385,6 +394,10 @@ class PartitionLog(LogCore):
                 self._synced_offset = min(self._synced_offset, leo)
             fsync_directory(self.path)
             self._write_checkpoint()
+            # the producers' state may name truncated batches: rebuild it from what is left
+            self.producer_state.clear()
+            replay_producers(self, self._log_start_offset)
+            self._write_producer_snapshot()
             return leo
 
     def _batch_start(self, offset: int) -> int:
@@ -451,6 +464,7 @@ class PartitionLog(LogCore):
                         seg.sync()
                 self._recovery_point = self.log_end_offset
                 self._write_checkpoint()
+                write_snapshot(self.path, self.log_end_offset, self.producer_state.snapshot())
                 for seg in self._segments:
                     seg.close()
                 with open(os.path.join(self.path, CLEAN_SHUTDOWN), "wb") as f:
