@@ -6,10 +6,18 @@ import logstore.errors
 
 def test_package_all_is_exact():
     assert sorted(logstore.__all__) == sorted([
+        # the partition log
+        "LogConfig", "PartitionLog", "Record", "RecordBatchView", "RecoveryReport",
+        # the embedded broker and its clients
+        "open", "Store", "TopicConfig", "TopicDescription", "PartitionDescription", "TopicPartition",
+        "Producer", "RecordMetadata", "FutureRecordMetadata", "Consumer", "ConsumerRecord",
+        # errors
         "ConfigError", "CorruptRecordError", "InvalidArgumentError", "InvalidRecordError",
-        "LogClosedError", "LogConfig", "LogstoreError", "OffsetOutOfRangeError", "PartitionLog",
-        "Record", "RecordBatchView", "RecordTooLargeError", "RecoveryReport",
-        "UnsupportedCodecError", "__version__", "errors",
+        "LogClosedError", "LogstoreError", "OffsetOutOfRangeError", "RecordTooLargeError",
+        "UnsupportedCodecError", "TopicError", "InvalidTopicError", "TopicExistsError", "UnknownTopicError",
+        "InvalidPartitionsError", "ProducerError", "OutOfOrderSequenceError", "ProducerFencedError",
+        "ConsumerError", "NoOffsetForPartitionError", "IllegalStateError", "LogstoreTimeoutError",
+        "__version__", "errors",
     ])
     for name in logstore.__all__:
         assert hasattr(logstore, name), name
@@ -27,6 +35,9 @@ def test_argument_errors_are_value_and_type_errors():
         assert issubclass(cls, ValueError) and issubclass(cls, TypeError)
     assert issubclass(logstore.OffsetOutOfRangeError, IndexError)
     assert issubclass(logstore.ConfigError, ValueError)
+    assert issubclass(logstore.UnknownTopicError, KeyError)
+    assert issubclass(logstore.LogstoreTimeoutError, TimeoutError)
+    assert issubclass(logstore.InvalidTopicError, ValueError)
 
 
 def test_py_typed_marker_ships():

@@ -678,6 +678,8 @@ cdef class RecordBatchView:
         self.next_offset = min_offset
         self.parsed = False
         self.batch_count = 0
+        self.topic = None
+        self.partition = -1
         base = <const unsigned char *>PyBytes_AS_STRING(data)
         pos = start
         while pos < end:
@@ -758,6 +760,19 @@ cdef class RecordBatchView:
     def __len__(self):
         self._parse()
         return self.n
+
+    def records(self, Py_ssize_t start=0, Py_ssize_t limit=-1):
+        """Records ``start`` .. ``start + limit`` (all after ``start`` when limit < 0) as a list."""
+        cdef Py_ssize_t i, end
+        cdef list out
+        self._parse()
+        if start < 0:
+            start = 0
+        end = self.n if limit < 0 or start + limit > self.n else start + limit
+        out = [None] * max(end - start, 0)
+        for i in range(start, end):
+            out[i - start] = self._record(i)
+        return out
 
     def __bool__(self):
         return self.end > self.start and len(self) > 0
@@ -908,7 +923,20 @@ cdef class Record:
                 p += vlen
         return out
 
+    @property
+    def topic(self):
+        """The topic it was consumed from (None when read from a bare PartitionLog)."""
+        return self._view.topic
+
+    @property
+    def partition(self):
+        """The partition it was consumed from (-1 when read from a bare PartitionLog)."""
+        return self._view.partition
+
     def __repr__(self):
+        if self._view.topic is not None:
+            return (f"Record(topic={self._view.topic!r}, partition={self._view.partition}, offset={self.offset}, "
+                    f"timestamp={self.timestamp}, key={self.key!r}, value={self.value!r})")
         return f"Record(offset={self.offset}, timestamp={self.timestamp}, key={self.key!r}, value={self.value!r})"
 
     def __eq__(self, other):

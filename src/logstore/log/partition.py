@@ -226,7 +226,10 @@ class PartitionLog(LogCore):
                 if not self._closed and self._active.buffered_bytes:
                     self._active.flush_buffer()
         elif self.log_end_offset > self._recovery_point or self._active.buffered_bytes:
-            self.flush()
+            try:
+                self.flush()
+            except LogClosedError:
+                return  # closed since the check above: close() flushed it
         self._last_flush = time.monotonic()
 
     def _write_producer_snapshot(self) -> None:
@@ -254,6 +257,21 @@ class PartitionLog(LogCore):
             self._check_open()
             if not self._active.is_empty:
                 self._roll()
+
+    def reconfigure(self, **config: Any) -> None:
+        """Apply a new configuration to the open log, except the flush mode (wired at open:
+        reopen to change it). New settings apply to the next append, roll and retention run."""
+        cfg = LogConfig.from_kwargs(**config)
+        with self._lock:
+            self._check_open()
+            if cfg.flush != self.config.flush:
+                raise InvalidArgumentError(f"flush={cfg.flush!r}: the flush mode changes only on reopen")
+            self.config = cfg
+            self._segment_bytes = cfg.segment_bytes
+            self._segment_ms = cfg.segment_ms or 0
+            self._max_record_bytes = cfg.max_record_bytes
+            self._verify_crc = cfg.verify_crc
+            self._log_append_time = cfg.timestamp_type == "log_append_time"
 
     def set_high_watermark(self, offset: int) -> None:
         """Advance (or move back) the high watermark; it must lie in [log_start, log_end]."""
@@ -352,6 +370,16 @@ class PartitionLog(LogCore):
         self._install_segments(segs[n:])
         fsync_directory(self.path)
         return n
+
+    def _replace_segments(self, old: list[Segment], new: list[Segment]) -> None:
+        """Put ``new`` in place of the consecutive sealed segments ``old``, which cover the same
+        offsets (log compaction's swap: the caller holds the lock and has moved the files)."""
+        segs = self._segments
+        i = segs.index(old[0])
+        if segs[i:i + len(old)] != old or self._active in old or new[0].base_offset != old[0].base_offset \
+                or new[-1].next_offset != old[-1].next_offset:
+            raise LogstoreError(f"compacted segments of {self.path} do not replace consecutive sealed segments")
+        self._install_segments(segs[:i] + new + segs[i + len(old):])
 
     def truncate_to(self, offset: int) -> int:
         """Remove every record at or after ``offset`` (for replication). Whole batches only: if

@@ -1,0 +1,230 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""The producer's hot path: pick a partition for a record and append it, in one native call.
+
+``logstore.client.producer.Producer`` subclasses ``ProducerCore``: the Python side resolves
+topics into ``TopicRoute`` objects (once per topic), owns configuration, batching with linger,
+serializers and close; ``send`` with ``linger_ms=0`` and no serializers runs entirely here.
+
+Partitioners (``partitioner`` codes):
+  0 ``default``  keyed: XXH64(key, seed 0) mod partitions (the same on every platform and run);
+                 keyless: sticky (fill ``batch_size`` bytes on one partition, then move to another
+                 chosen at random), as Kafka's since 2.4.
+  1 ``murmur2``  keyed: Kafka's Java client: (murmur2(key) & 0x7fffffff) mod partitions; keyless
+                 records sticky as above.
+A user callable is handled by the Python layer before it calls ``send_to``.
+"""
+
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
+from cpython.mem cimport PyMem_Free, PyMem_Malloc
+from libc.stdint cimport int16_t, int32_t, int64_t, uint32_t, uint64_t
+
+from logstore._native.core cimport LogCore
+from logstore._native.includes cimport ls_murmur2, ls_now_ms, ls_xxh64
+
+from logstore.errors import InvalidArgumentError, InvalidRecordError, LogClosedError, UnknownTopicError
+
+DEF INT32_MAX = 0x7fffffff
+
+cdef object _TopicPartition = None
+
+
+cdef class RecordMetadata:
+    """Where a sent record landed. Also answers the future API (``get``, ``result``, ``done``)
+    so code written for kafka-python's futures works unchanged."""
+
+    def __cinit__(self, str topic, int partition, int64_t offset, int64_t timestamp):
+        self.topic = topic
+        self.partition = partition
+        self.offset = offset
+        self.timestamp = timestamp
+
+    @property
+    def topic_partition(self):
+        global _TopicPartition
+        if _TopicPartition is None:
+            from logstore.broker.types import TopicPartition as tp
+            _TopicPartition = tp
+        return _TopicPartition(self.topic, self.partition)
+
+    def get(self, timeout=None):
+        return self
+
+    def result(self, timeout=None):
+        return self
+
+    def done(self):
+        return True
+
+    def exception(self, timeout=None):
+        return None
+
+    def __repr__(self):
+        return (f"RecordMetadata(topic={self.topic!r}, partition={self.partition}, offset={self.offset}, "
+                f"timestamp={self.timestamp})")
+
+    def __eq__(self, other):
+        if not isinstance(other, RecordMetadata):
+            return NotImplemented
+        o = <RecordMetadata>other
+        return (self.topic, self.partition, self.offset, self.timestamp) == (o.topic, o.partition, o.offset, o.timestamp)
+
+    def __hash__(self):
+        return hash((self.topic, self.partition, self.offset))
+
+
+cdef class TopicRoute:
+    """One topic as a producer sees it: its partitions' logs, the sticky partition, and the
+    producer's next sequence number per partition."""
+
+    def __cinit__(self, str name, list logs, bint compacted):
+        cdef Py_ssize_t i
+        if not logs:
+            raise InvalidArgumentError("a topic has at least one partition")
+        self.name = name
+        self.logs = list(logs)
+        self.count = len(logs)
+        self.compacted = compacted
+        self.sticky = -1
+        self.sticky_bytes = 0
+        self.sequences = <int32_t *>PyMem_Malloc(self.count * sizeof(int32_t))
+        if self.sequences == NULL:
+            raise MemoryError()
+        for i in range(self.count):
+            self.sequences[i] = 0
+
+    def __dealloc__(self):
+        PyMem_Free(self.sequences)
+
+    @property
+    def partitions(self):
+        return self.count
+
+    def next_sequence(self, int partition):
+        return self.sequences[partition]
+
+
+cdef inline Py_ssize_t _size_of(object b) except -2:
+    if b is None:
+        return 0
+    if type(b) is bytes:
+        return PyBytes_GET_SIZE(b)
+    return len(memoryview(b).cast("B"))
+
+
+cdef class ProducerCore:
+    """Native state of a producer; see ``logstore.client.producer.Producer``."""
+
+    def __cinit__(self, *args, **kwargs):
+        self._routes = {}
+        self._partitioner = 0
+        self._batch_size = 16384
+        self._producer_id = -1
+        self._producer_epoch = -1
+        self._rng = <uint64_t>ls_now_ms() * 0x9E3779B97F4A7C15ULL + 1
+        self._closed = False
+
+    cdef uint64_t _random(self) noexcept:
+        # xorshift64*: the sticky partitioner only needs an even spread
+        self._rng ^= self._rng >> 12
+        self._rng ^= self._rng << 25
+        self._rng ^= self._rng >> 27
+        return self._rng * 0x2545F4914F6CDD1DULL
+
+    cdef int _pick(self, TopicRoute route, object key, Py_ssize_t value_size) except -1:
+        cdef const unsigned char[::1] mv
+        cdef const unsigned char *p
+        cdef Py_ssize_t n
+        cdef int nxt
+        if key is not None:
+            if type(key) is bytes:
+                p = <const unsigned char *>PyBytes_AS_STRING(key)
+                n = PyBytes_GET_SIZE(key)
+            else:
+                try:
+                    mv = memoryview(key).cast("B")
+                except TypeError:
+                    raise InvalidRecordError(
+                        f"a key must be bytes-like (or set key_serializer), not {type(key).__name__}") from None
+                n = mv.shape[0]
+                p = &mv[0] if n else <const unsigned char *>b""
+            if self._partitioner == 1:
+                return <int>((ls_murmur2(p, n) & 0x7fffffffU) % <uint32_t>route.count)
+            return <int>(ls_xxh64(p, n, 0) % <uint64_t>route.count)
+        # keyless: stay on one partition until a batch's worth went there (Kafka's sticky partitioner)
+        if route.sticky < 0 or route.sticky_bytes >= self._batch_size:
+            if route.count == 1:
+                nxt = 0
+            elif route.sticky < 0:
+                nxt = <int>(self._random() % <uint64_t>route.count)
+            else:
+                nxt = <int>(self._random() % <uint64_t>(route.count - 1))
+                if nxt >= route.sticky:
+                    nxt += 1
+            route.sticky = nxt
+            route.sticky_bytes = 0
+        route.sticky_bytes += value_size + 16
+        return route.sticky
+
+    def send(self, str topic, value=None, key=None, headers=None, partition=None, timestamp_ms=None):
+        """Append one record to ``topic``; returns its :class:`RecordMetadata` (a retried
+        idempotent send returns the original offset)."""
+        cdef TopicRoute route
+        cdef int p
+        if self._closed:
+            raise LogClosedError("the producer is closed")
+        r = self._routes.get(topic)
+        route = <TopicRoute>(r if r is not None else self._route(topic))
+        if partition is None:
+            p = self._pick(route, key, _size_of(value) if route.count > 1 and key is None else 0)
+        else:
+            if type(partition) is not int:
+                raise InvalidArgumentError(f"partition must be an int, not {type(partition).__name__}")
+            p = partition
+            if not 0 <= p < route.count:
+                raise UnknownTopicError(f"partition {partition} of topic {topic!r} does not exist "
+                                        f"(it has {route.count})")
+        if route.compacted and key is None:
+            raise InvalidRecordError(f"topic {topic!r} is compacted: every record needs a key")
+        return self._append(route, p, value, key, headers, timestamp_ms)
+
+    cdef RecordMetadata _append(self, TopicRoute route, int p, value, key, headers, timestamp_ms):
+        cdef LogCore log = <LogCore>route.logs[p]
+        cdef int64_t offset, ts
+        cdef int32_t seq
+        if self._producer_id >= 0:
+            seq = route.sequences[p]
+            offset = log.append_record(value, key, headers, timestamp_ms, self._producer_id,
+                                       self._producer_epoch, seq, &ts)
+            route.sequences[p] = 0 if seq == INT32_MAX else seq + 1
+        else:
+            offset = log.append_record(value, key, headers, timestamp_ms, -1, -1, -1, &ts)
+        return RecordMetadata(route.name, p, offset, ts)
+
+    def send_to(self, TopicRoute route, int partition, value=None, key=None, headers=None, timestamp_ms=None):
+        """Append to a partition the caller chose (custom partitioners, serializers)."""
+        if self._closed:
+            raise LogClosedError("the producer is closed")
+        if not 0 <= partition < route.count:
+            raise UnknownTopicError(f"partition {partition} of topic {route.name!r} does not exist")
+        if route.compacted and key is None:
+            raise InvalidRecordError(f"topic {route.name!r} is compacted: every record needs a key")
+        return self._append(route, partition, value, key, headers, timestamp_ms)
+
+    def partition_for(self, TopicRoute route, key, Py_ssize_t value_size=0):
+        """The partition the built-in partitioner picks (advances the sticky state for keyless)."""
+        return self._pick(route, key, value_size)
+
+    def take_sequences(self, TopicRoute route, int partition, Py_ssize_t count):
+        """Reserve ``count`` sequence numbers on a partition (batched sends); returns the first."""
+        cdef int32_t first = route.sequences[partition]
+        cdef int64_t nxt = <int64_t>first + count
+        route.sequences[partition] = <int32_t>(nxt if nxt <= INT32_MAX else nxt - INT32_MAX - 1)
+        return first
+
+    @property
+    def routes(self):
+        """topic -> TopicRoute this producer has resolved (the Python layer adds and drops them)."""
+        return self._routes
+
+    def _route(self, str topic):  # pragma: no cover - the Python subclass provides it
+        raise NotImplementedError

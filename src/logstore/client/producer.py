@@ -1,0 +1,271 @@
+"""The producer: ``store.producer(**config)``, configured with kafka-python's names.
+
+With ``linger_ms=0`` (the default) and no serializers or custom partitioner, ``send`` is the
+native ``ProducerCore.send``: the record is appended when it returns, and it returns the
+:class:`RecordMetadata`. With ``linger_ms > 0`` records wait in a per-partition batch until
+``batch_size`` bytes or ``linger_ms`` pass (or ``flush()``), are appended as one batch, and
+``send`` returns a future (``.get(timeout)`` gives the metadata).
+
+Idempotence (default on, as in Kafka 3): the producer gets a producer id from the store and
+stamps every batch with it, its epoch and per-partition sequence numbers; a partition drops a
+retried batch and answers with the original offsets, and rejects a gap in the sequence.
+
+``acks``: every value ("all"/-1, 1, 0) behaves the same in a single node: the record is in the log
+(and, with the topic's ``flush="always"``, on disk) when ``send`` returns. Accepted so that code
+and configs move to a Kafka cluster unchanged.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future
+from typing import TYPE_CHECKING, Any
+
+from logstore._native.producer import ProducerCore, RecordMetadata, TopicRoute
+from logstore.errors import ConfigError, InvalidArgumentError, LogClosedError, LogstoreTimeoutError
+
+if TYPE_CHECKING:
+    from logstore.broker.store import Store
+
+Headers = Iterable[tuple[str, bytes | None]] | None
+
+_ACKS = {"all": "all", -1: "all", "-1": "all", 1: 1, "1": 1, 0: 0, "0": 0}
+_PARTITIONERS = {"default": 0, "xxhash": 0, "murmur2": 1}
+_DEFAULTS: dict[str, Any] = {
+    "acks": "all",
+    "linger_ms": 0,
+    "batch_size": 16384,
+    "partitioner": "default",
+    "enable_idempotence": True,
+    "key_serializer": None,
+    "value_serializer": None,
+    "client_id": None,
+    "compression_type": None,
+    "retries": 0,
+    "max_block_ms": 60_000,
+}
+
+
+class FutureRecordMetadata(Future[RecordMetadata]):
+    """The result of a lingering ``send``: ``get(timeout)`` as in kafka-python."""
+
+    def get(self, timeout: float | None = None) -> RecordMetadata:
+        try:
+            return self.result(timeout)
+        except TimeoutError:
+            raise LogstoreTimeoutError(f"the record was not appended within {timeout} s") from None
+
+
+class _Batch:
+    __slots__ = ("values", "keys", "headers", "timestamps", "futures", "size", "created")
+
+    def __init__(self) -> None:
+        self.values: list[Any] = []
+        self.keys: list[Any] = []
+        self.headers: list[Any] = []
+        self.timestamps: list[int] = []
+        self.futures: list[FutureRecordMetadata] = []
+        self.size = 0
+        self.created = time.monotonic()
+
+
+class Producer(ProducerCore):
+    """Appends records to the topics of a :class:`~logstore.Store` (``store.producer(...)``)."""
+
+    def __init__(self, store: Store, **config: Any) -> None:
+        unknown = sorted(set(config) - set(_DEFAULTS))
+        if unknown:
+            raise ConfigError(f"unknown producer config {', '.join(unknown)}; known: {', '.join(sorted(_DEFAULTS))}")
+        cfg = {**_DEFAULTS, **config}
+        if cfg["acks"] not in _ACKS:
+            raise ConfigError(f"acks={cfg['acks']!r}; expected 'all', -1, 1 or 0")
+        for name in ("linger_ms", "batch_size", "max_block_ms", "retries"):
+            v = cfg[name]
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0 or (name == "batch_size" and v == 0):
+                raise ConfigError(f"{name} must be a non-negative int{' > 0' if name == 'batch_size' else ''}, not {v!r}")
+        if cfg["compression_type"] not in (None, "none"):
+            raise ConfigError(f"compression_type={cfg['compression_type']!r}: only uncompressed batches are supported")
+        partitioner = cfg["partitioner"]
+        self._custom_partitioner: Callable[..., int] | None = None
+        if callable(partitioner):
+            self._custom_partitioner = partitioner
+        elif partitioner in _PARTITIONERS:
+            self._partitioner = _PARTITIONERS[partitioner]
+        else:
+            raise ConfigError(f"partitioner={partitioner!r}; expected 'default', 'murmur2' or a callable")
+        for name in ("key_serializer", "value_serializer"):
+            if cfg[name] is not None and not callable(cfg[name]):
+                raise ConfigError(f"{name} must be callable")
+        if not isinstance(cfg["enable_idempotence"], bool):
+            raise ConfigError("enable_idempotence must be a bool")
+        self.config = cfg
+        self._store = store
+        self._batch_size = cfg["batch_size"]
+        self._linger = cfg["linger_ms"] / 1000.0
+        self._key_serializer = cfg["key_serializer"]
+        self._value_serializer = cfg["value_serializer"]
+        if cfg["enable_idempotence"]:
+            self._producer_id = store._allocate_producer_id()
+            self._producer_epoch = 0
+        self._batches: dict[tuple[TopicRoute, int], _Batch] = {}
+        self._batches_lock = threading.Lock()
+        self._linger_thread: threading.Thread | None = None
+        self._linger_wake = threading.Condition(self._batches_lock)
+        if self._linger > 0 or self._custom_partitioner is not None or self._key_serializer is not None \
+                or self._value_serializer is not None:
+            # the Python path; the native send stays the class attribute for the default case
+            self.send = self._send_python  # type: ignore[method-assign]
+        if self._linger > 0:
+            self._linger_thread = threading.Thread(target=self._linger_loop, name="logstore-producer-linger",
+                                                   daemon=True)
+            self._linger_thread.start()
+
+    # -- routing --------------------------------------------------------------------------------
+
+    def _route(self, topic: str) -> TopicRoute:
+        if not isinstance(topic, str):
+            raise InvalidArgumentError(f"a topic name is a str, not {type(topic).__name__}")
+        route = self._store._route(topic)
+        self.routes[topic] = route
+        return route
+
+    def partitions_for(self, topic: str) -> set[int]:
+        """The partition numbers of ``topic`` (kafka-python's name)."""
+        return set(range(self._store.partitions_for(topic)))
+
+    @property
+    def producer_id(self) -> int:
+        """The idempotent producer id (-1 with ``enable_idempotence=False``)."""
+        return self._producer_id
+
+    # -- send -----------------------------------------------------------------------------------
+
+    def _send_python(self, topic: str, value: Any = None, key: Any = None, headers: Headers = None,
+                     partition: int | None = None, timestamp_ms: int | None = None
+                     ) -> RecordMetadata | FutureRecordMetadata:
+        if self._closed:
+            raise LogClosedError("the producer is closed")
+        if self._key_serializer is not None and key is not None:
+            key = self._key_serializer(key)
+        if self._value_serializer is not None and value is not None:
+            value = self._value_serializer(value)
+        route = self.routes.get(topic) or self._route(topic)
+        if partition is None:
+            if self._custom_partitioner is not None:
+                all_partitions = list(range(route.partitions))
+                partition = self._custom_partitioner(key, all_partitions, all_partitions)
+                if isinstance(partition, bool) or not isinstance(partition, int):
+                    raise InvalidArgumentError(f"the partitioner returned {partition!r}, not a partition number")
+            else:
+                size = len(value) if isinstance(value, (bytes, bytearray)) else 0
+                partition = self.partition_for(route, key, size)
+        elif isinstance(partition, bool) or not isinstance(partition, int):
+            raise InvalidArgumentError(f"partition must be an int, not {type(partition).__name__}")
+        if self._linger <= 0:
+            return self.send_to(route, partition, value, key, headers, timestamp_ms)
+        return self._enqueue(route, partition, value, key, headers, timestamp_ms)
+
+    def _enqueue(self, route: TopicRoute, partition: int, value: Any, key: Any, headers: Headers,
+                 timestamp_ms: int | None) -> FutureRecordMetadata:
+        from logstore.errors import InvalidRecordError, UnknownTopicError
+
+        if not 0 <= partition < route.partitions:
+            raise UnknownTopicError(f"partition {partition} of topic {route.name!r} does not exist")
+        if route.compacted and key is None:
+            raise InvalidRecordError(f"topic {route.name!r} is compacted: every record needs a key")
+        # values are checked by the log when the batch is appended; a bad one fails its future
+        future = FutureRecordMetadata()
+        size = (len(value) if isinstance(value, (bytes, bytearray, memoryview)) else 0) + \
+               (len(key) if isinstance(key, (bytes, bytearray, memoryview)) else 0) + 16
+        full = None
+        with self._batches_lock:
+            batch = self._batches.get((route, partition))
+            if batch is None:
+                batch = self._batches[(route, partition)] = _Batch()
+                self._linger_wake.notify()
+            batch.values.append(value)
+            batch.keys.append(key)
+            batch.headers.append(list(headers) if headers is not None else None)
+            batch.timestamps.append(int(time.time() * 1000) if timestamp_ms is None else timestamp_ms)
+            batch.futures.append(future)
+            batch.size += size
+            if batch.size >= self._batch_size:
+                full = self._batches.pop((route, partition))
+        if full is not None:
+            self._append_batch(route, partition, full)
+        return future
+
+    def _append_batch(self, route: TopicRoute, partition: int, batch: _Batch) -> None:
+        log = route.logs[partition]
+        try:
+            if self._producer_id >= 0:
+                seq = self.take_sequences(route, partition, len(batch.values))
+                first = log.append_many(batch.values, batch.keys, batch.headers, batch.timestamps,
+                                        producer_id=self._producer_id, producer_epoch=self._producer_epoch,
+                                        base_sequence=seq)
+            else:
+                first = log.append_many(batch.values, batch.keys, batch.headers, batch.timestamps)
+        except BaseException as e:
+            for f in batch.futures:
+                f.set_exception(e)
+            if not isinstance(e, Exception):
+                raise
+            return
+        append_time = log.config.timestamp_type == "log_append_time"
+        now = int(time.time() * 1000)
+        for i, f in enumerate(batch.futures):
+            f.set_result(RecordMetadata(route.name, partition, first + i, now if append_time else batch.timestamps[i]))
+
+    def _linger_loop(self) -> None:
+        while True:
+            due: list[tuple[tuple[TopicRoute, int], _Batch]] = []
+            with self._batches_lock:
+                if self._closed and not self._batches:
+                    return
+                now = time.monotonic()
+                wait = self._linger
+                for k, b in list(self._batches.items()):
+                    age = now - b.created
+                    if age >= self._linger or self._closed:
+                        due.append((k, self._batches.pop(k)))
+                    else:
+                        wait = min(wait, self._linger - age)
+                if not due:
+                    self._linger_wake.wait(wait if self._batches else None)
+                    continue
+            for (route, partition), batch in due:
+                self._append_batch(route, partition, batch)
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Append every lingering record now (and wait for it). With ``linger_ms=0`` records are
+        appended by ``send`` itself, so there is nothing to wait for."""
+        with self._batches_lock:
+            pending = list(self._batches.items())
+            self._batches.clear()
+        for (route, partition), batch in pending:
+            self._append_batch(route, partition, batch)
+
+    def close(self, timeout: float | None = None) -> None:
+        """Flush lingering records and stop. Idempotent."""
+        if self._closed:
+            return
+        self.flush(timeout)
+        with self._batches_lock:
+            self._closed = True
+            self._linger_wake.notify_all()
+        if self._linger_thread is not None and self._linger_thread is not threading.current_thread():
+            self._linger_thread.join(timeout)
+
+    def __enter__(self) -> Producer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Producer(producer_id={self._producer_id}, closed={self._closed})"
+
+
+__all__ = ["FutureRecordMetadata", "Producer", "RecordMetadata"]
