@@ -104,11 +104,13 @@ cdef class TopicRoute:
 
 
 cdef inline Py_ssize_t _size_of(object b) except -2:
-    if b is None:
-        return 0
+    # an estimate for the sticky partitioner; the log validates the value itself
     if type(b) is bytes:
         return PyBytes_GET_SIZE(b)
-    return len(memoryview(b).cast("B"))
+    try:
+        return memoryview(b).nbytes
+    except TypeError:
+        return 0
 
 
 cdef class ProducerCore:

@@ -58,6 +58,34 @@ class FutureRecordMetadata(Future[RecordMetadata]):
             raise LogstoreTimeoutError(f"the record was not appended within {timeout} s") from None
 
 
+def _check_record(value: Any, key: Any, headers: Headers, timestamp_ms: int | None) -> None:
+    from logstore.errors import InvalidRecordError
+
+    for name, b in (("value", value), ("key", key)):
+        if b is not None:
+            try:
+                memoryview(b)
+            except TypeError:
+                raise InvalidRecordError(f"{name} must be bytes-like or None, not {type(b).__name__}") from None
+    if timestamp_ms is not None and (isinstance(timestamp_ms, bool) or not isinstance(timestamp_ms, int)
+                                     or timestamp_ms < 0):
+        raise InvalidRecordError(f"timestamp_ms must be a non-negative int (ms since the epoch), not {timestamp_ms!r}")
+    if headers is not None:
+        try:
+            pairs = list(headers)
+        except TypeError:
+            raise InvalidRecordError("headers must be a sequence of (key, value) pairs") from None
+        for pair in pairs:
+            if not isinstance(pair, tuple) or len(pair) != 2 or not isinstance(pair[0], str):
+                raise InvalidRecordError(f"a header must be a (str, bytes | None) pair, not {pair!r}")
+            if pair[1] is not None:
+                try:
+                    memoryview(pair[1])
+                except TypeError:
+                    raise InvalidRecordError(
+                        f"a header value must be bytes-like or None, not {type(pair[1]).__name__}") from None
+
+
 class _Batch:
     __slots__ = ("values", "keys", "headers", "timestamps", "futures", "size", "created")
 
@@ -175,7 +203,8 @@ class Producer(ProducerCore):
             raise UnknownTopicError(f"partition {partition} of topic {route.name!r} does not exist")
         if route.compacted and key is None:
             raise InvalidRecordError(f"topic {route.name!r} is compacted: every record needs a key")
-        # values are checked by the log when the batch is appended; a bad one fails its future
+        # a bad record must fail alone, not the batch it would join: check what the log checks
+        _check_record(value, key, headers, timestamp_ms)
         future = FutureRecordMetadata()
         size = (len(value) if isinstance(value, (bytes, bytearray, memoryview)) else 0) + \
                (len(key) if isinstance(key, (bytes, bytearray, memoryview)) else 0) + 16
