@@ -129,7 +129,8 @@ def batch_header(buf: bytes, pos: int) -> dict[str, int] | None:
     if base < 0 or last_delta < 0 or base + last_delta >= INT64_MAX or count < 0 or len(buf) - pos < size:
         return None
     return {"base": base, "size": size, "epoch": epoch, "crc": crc, "attrs": attrs,
-            "last": base + last_delta, "base_ts": base_ts, "max_ts": max_ts, "count": count}
+            "last": base + last_delta, "base_ts": base_ts, "max_ts": max_ts, "count": count,
+            "pid": _pid, "pepoch": _pepoch, "seq": _seq}
 
 
 def crc_ok(buf: bytes, pos: int, h: dict[str, int]) -> bool:
@@ -381,6 +382,27 @@ def _scratch_log(log_append_time: bool) -> tuple[PartitionLog, bytes]:
     return log, b""
 
 
+def idempotence_ok(headers: list[dict[str, int]]) -> bool:
+    """The idempotent producer's rules for one append_batch call on a log that has not seen the
+    producer: batches with a producer id come from one producer, with epoch and sequence >= 0,
+    consecutive sequences within one epoch, and no sequence past 2**31 - 1; no mixing with
+    batches without a producer id."""
+    if not headers or headers[0]["pid"] < 0:
+        return all(h["pid"] < 0 for h in headers)
+    first = headers[0]
+    if first["seq"] < 0 or first["pepoch"] < 0:
+        return False
+    expected = first["seq"]
+    for h in headers:
+        if h["pid"] != first["pid"] or h["pepoch"] != first["pepoch"] or h["seq"] != expected:
+            return False
+        last = h["seq"] + h["last"] - h["base"]
+        if last > 0x7FFFFFFF:
+            return False
+        expected = 0 if last == 0x7FFFFFFF else last + 1
+    return True
+
+
 def check_append_batch(data: bytes) -> None:
     """``[flags] payload``: flags bit 0 fix CRCs first, bit 1 a log with log_append_time.
     A rejected append raises a LogstoreError and leaves the log as it was; an accepted one
@@ -395,6 +417,7 @@ def check_append_batch(data: bytes) -> None:
     ref_batches, ref_records = reference_view(payload, True, 0, INT64_MAX)
     valid = bool(payload) and ref_records is not None and all(
         not h["attrs"] & 0x30 and h["size"] <= APPEND_MAX_BATCH and h["count"] > 0 for _, h in ref_batches or [])
+    valid = valid and idempotence_ok([h for _, h in ref_batches or []])
     try:
         first = log.append_batch(payload)
     except LogstoreError as e:

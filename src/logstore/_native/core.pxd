@@ -30,6 +30,12 @@ cdef class ProducerStateTable:
                     int64_t first_offset, bint extended) except -1
 
 
+cdef class SequenceCounters:
+    cdef int32_t *values
+    cdef readonly Py_ssize_t capacity
+    cdef int grow(self, Py_ssize_t count) except -1
+
+
 cdef class AppendNotifier:
     cdef object cond
     cdef public int waiters
@@ -57,7 +63,8 @@ cdef class LogCore:
     cdef RecordInputs _inputs
 
     cdef int64_t append_record(self, value, key, headers, timestamp, int64_t producer_id,
-                               int16_t producer_epoch, int32_t sequence, int64_t *out_timestamp) except -2
+                               int16_t producer_epoch, SequenceCounters counters, Py_ssize_t slot,
+                               int64_t *out_timestamp) except -2
     cdef void _appended(self) noexcept
 
     cdef int _enter(self) except -1

@@ -8,6 +8,7 @@ lock releases the GIL while it waits, and I/O releases the GIL while it runs.
 """
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
+from cpython.mem cimport PyMem_Free, PyMem_Realloc
 from libc.stdint cimport int16_t, int32_t, int64_t, uint64_t
 from libc.string cimport memcpy
 
@@ -190,6 +191,46 @@ cdef class ProducerStateTable:
         return len(self.entries)
 
 
+cdef class SequenceCounters:
+    """A producer's next sequence number per partition of one topic. The log reads and advances
+    a counter under its own lock, so threads sharing a producer never take the same number, and
+    a record that failed to append does not use one up."""
+
+    def __cinit__(self, Py_ssize_t count):
+        self.values = NULL
+        self.capacity = 0
+        self.grow(count)
+
+    def __dealloc__(self):
+        PyMem_Free(self.values)
+
+    cdef int grow(self, Py_ssize_t count) except -1:
+        cdef int32_t *p
+        cdef Py_ssize_t i
+        if count <= self.capacity:
+            return 0
+        p = <int32_t *>PyMem_Realloc(self.values, count * sizeof(int32_t))
+        if p == NULL:
+            raise MemoryError()
+        for i in range(self.capacity, count):
+            p[i] = 0
+        self.values = p
+        self.capacity = count
+        return 0
+
+    def ensure(self, Py_ssize_t count):
+        """Room for ``count`` partitions (a topic grew); existing counters are kept."""
+        self.grow(count)
+
+    def __getitem__(self, Py_ssize_t i):
+        if not 0 <= i < self.capacity:
+            raise IndexError(i)
+        return self.values[i]
+
+    def __len__(self):
+        return self.capacity
+
+
 cdef class AppendNotifier:
     """Wakes consumers blocked in poll when a log they read gets data. Appenders pay one int
     check unless someone is waiting."""
@@ -274,22 +315,29 @@ cdef class LogCore:
         a user-space buffer, handed to the OS within ``flush_interval_ms`` (or at the next
         read, batch append, ``flush_buffer()`` or ``flush()``)."""
         cdef int64_t ts
-        return self.append_record(value, key, headers, timestamp, -1, -1, -1, &ts)
+        return self.append_record(value, key, headers, timestamp, -1, -1, None, -1, &ts)
 
     cdef int64_t append_record(self, value, key, headers, timestamp, int64_t producer_id,
-                               int16_t producer_epoch, int32_t sequence, int64_t *out_timestamp) except -2:
-        """One record (the producer's hot path). Returns its offset, or for an idempotent
-        producer's retry the offset it was first appended at (``*out_timestamp`` = -1 then)."""
+                               int16_t producer_epoch, SequenceCounters counters, Py_ssize_t slot,
+                               int64_t *out_timestamp) except -2:
+        """One record (the producer's hot path). An idempotent producer passes its counters:
+        the record gets ``counters[slot]`` as its sequence, advanced once it is appended.
+        Returns the offset."""
         cdef int64_t now, offset, dup
         cdef Py_ssize_t size, cnt
         cdef RecordSpec *spec
         cdef int16_t attrs = 0
         cdef int joined
+        cdef int32_t sequence = -1
         self._enter()
         try:
             if producer_id >= 0:
+                if not 0 <= slot < counters.capacity:
+                    raise InvalidArgumentError(f"no sequence counter for partition {slot}")
+                sequence = counters.values[slot]
                 dup = self._producers.check(producer_id, producer_epoch, sequence, sequence)
                 if dup >= 0:
+                    counters.values[slot] = next_sequence(sequence)  # the retry used its number
                     out_timestamp[0] = -1
                     return dup
             now = now_ms()
@@ -312,6 +360,7 @@ cdef class LogCore:
             self.log_end_offset = offset + 1
             if producer_id >= 0:
                 self._producers.update(producer_id, producer_epoch, sequence, sequence, offset, joined)
+                counters.values[slot] = next_sequence(sequence)
             out_timestamp[0] = spec.timestamp
             self._appended()
             return offset
@@ -326,13 +375,18 @@ cdef class LogCore:
             (<AppendNotifier>self._notifier).notify()
 
     def append_many(self, values, keys=None, headers=None, timestamps=None, *,
-                    int64_t producer_id=-1, int producer_epoch=-1, int64_t base_sequence=-1):
+                    int64_t producer_id=-1, int producer_epoch=-1, int64_t base_sequence=-1,
+                    SequenceCounters sequence_counters=None, Py_ssize_t counter_slot=-1):
         """Append records (one batch per ``max_record_bytes``); returns the first offset.
 
         ``keys``/``headers``/``timestamps`` are None or one item per value; ``timestamps`` may
         also be one int for all or an integer numpy array. The producer fields are stamped into
         the batch headers (idempotent producers)."""
         cdef int64_t now, first, dup, last_seq
+        if sequence_counters is not None and producer_id >= 0:
+            if not 0 <= counter_slot < sequence_counters.capacity:
+                raise InvalidArgumentError(f"no sequence counter for partition {counter_slot}")
+            base_sequence = 0  # read under the lock below
         if producer_id >= 0 and not 0 <= base_sequence <= INT32_MAX:
             raise OutOfOrderSequenceError(f"base_sequence {base_sequence} is not a valid sequence number")
         if producer_id >= 0 and not 0 <= producer_epoch <= 0x7fff:
@@ -343,6 +397,8 @@ cdef class LogCore:
             self._inputs.load(values, keys, headers, timestamps, now)
             if self._inputs.count == 0:
                 return self.log_end_offset
+            if sequence_counters is not None and producer_id >= 0:
+                base_sequence = sequence_counters.values[counter_slot]
             last_seq = base_sequence + self._inputs.count - 1
             if producer_id >= 0:
                 if last_seq > INT32_MAX:
@@ -350,12 +406,16 @@ cdef class LogCore:
                 dup = self._producers.check(producer_id, <int16_t>producer_epoch, <int32_t>base_sequence,
                                             <int32_t>last_seq)
                 if dup >= 0:
+                    if sequence_counters is not None:
+                        sequence_counters.values[counter_slot] = next_sequence(<int32_t>last_seq)
                     return dup
             first = self._write(now, producer_id, producer_epoch, base_sequence)
             self._active.drain()  # one syscall per call: the batch survives a process crash
             if producer_id >= 0:
                 self._producers.update(producer_id, <int16_t>producer_epoch, <int32_t>base_sequence,
                                        <int32_t>last_seq, first, False)
+                if sequence_counters is not None:
+                    sequence_counters.values[counter_slot] = next_sequence(<int32_t>last_seq)
             self._appended()
             return first
         finally:

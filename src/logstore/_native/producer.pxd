@@ -1,6 +1,8 @@
 # The producer's hot path: partitioners and the native send.
 from libc.stdint cimport int16_t, int32_t, int64_t, uint64_t
 
+from logstore._native.core cimport SequenceCounters
+
 
 cdef class RecordMetadata:
     cdef readonly str topic
@@ -16,7 +18,7 @@ cdef class TopicRoute:
     cdef readonly bint compacted           # keyless records are refused
     cdef int sticky                       # keyless records go here until sticky_bytes >= batch size
     cdef Py_ssize_t sticky_bytes
-    cdef int32_t *sequences               # this producer's next sequence per partition
+    cdef SequenceCounters sequences       # this producer's next sequence per partition
 
 
 cdef class ProducerCore:

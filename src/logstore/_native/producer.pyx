@@ -15,10 +15,9 @@ A user callable is handled by the Python layer before it calls ``send_to``.
 """
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
-from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from libc.stdint cimport int16_t, int32_t, int64_t, uint32_t, uint64_t
 
-from logstore._native.core cimport LogCore
+from logstore._native.core cimport LogCore, SequenceCounters
 from logstore._native.includes cimport ls_murmur2, ls_now_ms, ls_xxh64
 
 from logstore.errors import InvalidArgumentError, InvalidRecordError, LogClosedError, UnknownTopicError
@@ -77,7 +76,6 @@ cdef class TopicRoute:
     producer's next sequence number per partition."""
 
     def __cinit__(self, str name, list logs, bint compacted):
-        cdef Py_ssize_t i
         if not logs:
             raise InvalidArgumentError("a topic has at least one partition")
         self.name = name
@@ -86,21 +84,25 @@ cdef class TopicRoute:
         self.compacted = compacted
         self.sticky = -1
         self.sticky_bytes = 0
-        self.sequences = <int32_t *>PyMem_Malloc(self.count * sizeof(int32_t))
-        if self.sequences == NULL:
-            raise MemoryError()
-        for i in range(self.count):
-            self.sequences[i] = 0
-
-    def __dealloc__(self):
-        PyMem_Free(self.sequences)
+        self.sequences = SequenceCounters(self.count)
 
     @property
     def partitions(self):
         return self.count
 
+    @property
+    def sequence_counters(self):
+        return self.sequences
+
     def next_sequence(self, int partition):
         return self.sequences[partition]
+
+    def adopt_sequences(self, TopicRoute old):
+        """Share the sequence counters of the route this one replaces (after a topic change):
+        restarting at 0 would make the next records look like retries of the first ones, and
+        threads still holding the old route must advance the same counters."""
+        old.sequences.ensure(self.count)
+        self.sequences = old.sequences
 
 
 cdef inline Py_ssize_t _size_of(object b) except -2:
@@ -192,14 +194,11 @@ cdef class ProducerCore:
     cdef RecordMetadata _append(self, TopicRoute route, int p, value, key, headers, timestamp_ms):
         cdef LogCore log = <LogCore>route.logs[p]
         cdef int64_t offset, ts
-        cdef int32_t seq
         if self._producer_id >= 0:
-            seq = route.sequences[p]
             offset = log.append_record(value, key, headers, timestamp_ms, self._producer_id,
-                                       self._producer_epoch, seq, &ts)
-            route.sequences[p] = 0 if seq == INT32_MAX else seq + 1
+                                       self._producer_epoch, route.sequences, p, &ts)
         else:
-            offset = log.append_record(value, key, headers, timestamp_ms, -1, -1, -1, &ts)
+            offset = log.append_record(value, key, headers, timestamp_ms, -1, -1, None, -1, &ts)
         return RecordMetadata(route.name, p, offset, ts)
 
     def send_to(self, TopicRoute route, int partition, value=None, key=None, headers=None, timestamp_ms=None):
@@ -215,13 +214,6 @@ cdef class ProducerCore:
     def partition_for(self, TopicRoute route, key, Py_ssize_t value_size=0):
         """The partition the built-in partitioner picks (advances the sticky state for keyless)."""
         return self._pick(route, key, value_size)
-
-    def take_sequences(self, TopicRoute route, int partition, Py_ssize_t count):
-        """Reserve ``count`` sequence numbers on a partition (batched sends); returns the first."""
-        cdef int32_t first = route.sequences[partition]
-        cdef int64_t nxt = <int64_t>first + count
-        route.sequences[partition] = <int32_t>(nxt if nxt <= INT32_MAX else nxt - INT32_MAX - 1)
-        return first
 
     @property
     def routes(self):

@@ -55,6 +55,7 @@ from logstore.log.checkpoint import write_atomic
 from logstore.log.partition import PartitionLog
 
 if TYPE_CHECKING:
+    from logstore.client.aio import AsyncConsumer, AsyncProducer
     from logstore.client.consumer import Consumer
     from logstore.client.producer import Producer
 
@@ -374,7 +375,7 @@ class Store:
         """Producers drop their cached route of ``topic``; consumers re-resolve subscriptions."""
         self._metadata_version += 1
         for producer in list(self._producers):
-            producer.routes.pop(topic, None)
+            producer._invalidate_route(topic)
         for consumer in list(self._consumers):
             consumer._on_metadata_change()
         self._notifier.wake()
@@ -421,6 +422,20 @@ class Store:
         consumer = Consumer(self, **config)
         self._consumers.add(consumer)
         return consumer
+
+    def async_producer(self, **config: Any) -> AsyncProducer:
+        """An asyncio producer (``await producer.send(...)``) with the configuration of
+        :meth:`producer`; see ``logstore.client.aio``."""
+        from logstore.client.aio import AsyncProducer
+
+        return AsyncProducer(self.producer(**config))
+
+    def async_consumer(self, *topics: str, **config: Any) -> AsyncConsumer:
+        """An asyncio consumer (``await consumer.getone()``, ``async for``) with the arguments of
+        :meth:`consumer`; see ``logstore.client.aio``."""
+        from logstore.client.aio import AsyncConsumer
+
+        return AsyncConsumer(self.consumer(*topics, **config))
 
     def _allocate_producer_id(self) -> int:
         """A producer id never handed out before in this data directory (blocks are reserved

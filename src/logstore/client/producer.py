@@ -87,9 +87,10 @@ def _check_record(value: Any, key: Any, headers: Headers, timestamp_ms: int | No
 
 
 class _Batch:
-    __slots__ = ("values", "keys", "headers", "timestamps", "futures", "size", "created")
+    __slots__ = ("route", "values", "keys", "headers", "timestamps", "futures", "size", "created")
 
-    def __init__(self) -> None:
+    def __init__(self, route: TopicRoute) -> None:
+        self.route = route
         self.values: list[Any] = []
         self.keys: list[Any] = []
         self.headers: list[Any] = []
@@ -137,8 +138,10 @@ class Producer(ProducerCore):
         if cfg["enable_idempotence"]:
             self._producer_id = store._allocate_producer_id()
             self._producer_epoch = 0
-        self._batches: dict[tuple[TopicRoute, int], _Batch] = {}
+        self._replaced_routes: dict[str, TopicRoute] = {}
+        self._batches: dict[tuple[str, int], _Batch] = {}  # (topic, partition) -> lingering records
         self._batches_lock = threading.Lock()
+        self._append_lock = threading.Lock()
         self._linger_thread: threading.Thread | None = None
         self._linger_wake = threading.Condition(self._batches_lock)
         if self._linger > 0 or self._custom_partitioner is not None or self._key_serializer is not None \
@@ -156,8 +159,18 @@ class Producer(ProducerCore):
         if not isinstance(topic, str):
             raise InvalidArgumentError(f"a topic name is a str, not {type(topic).__name__}")
         route = self._store._route(topic)
+        old = self._replaced_routes.pop(topic, None)
+        if old is not None:
+            route.adopt_sequences(old)
         self.routes[topic] = route
         return route
+
+    def _invalidate_route(self, topic: str) -> None:
+        """The topic changed (partitions, config, deleted): resolve it again at the next send,
+        keeping the sequence numbers."""
+        old = self.routes.pop(topic, None)
+        if old is not None:
+            self._replaced_routes[topic] = old
 
     def partitions_for(self, topic: str) -> set[int]:
         """The partition numbers of ``topic`` (kafka-python's name)."""
@@ -208,11 +221,10 @@ class Producer(ProducerCore):
         future = FutureRecordMetadata()
         size = (len(value) if isinstance(value, (bytes, bytearray, memoryview)) else 0) + \
                (len(key) if isinstance(key, (bytes, bytearray, memoryview)) else 0) + 16
-        full = None
         with self._batches_lock:
-            batch = self._batches.get((route, partition))
+            batch = self._batches.get((route.name, partition))
             if batch is None:
-                batch = self._batches[(route, partition)] = _Batch()
+                batch = self._batches[(route.name, partition)] = _Batch(route)
                 self._linger_wake.notify()
             batch.values.append(value)
             batch.keys.append(key)
@@ -220,22 +232,34 @@ class Producer(ProducerCore):
             batch.timestamps.append(int(time.time() * 1000) if timestamp_ms is None else timestamp_ms)
             batch.futures.append(future)
             batch.size += size
-            if batch.size >= self._batch_size:
-                full = self._batches.pop((route, partition))
-        if full is not None:
-            self._append_batch(route, partition, full)
+            full = batch.size >= self._batch_size
+        if full:
+            self._append_due(lambda k, b: k == (route.name, partition))
         return future
 
-    def _append_batch(self, route: TopicRoute, partition: int, batch: _Batch) -> None:
-        log = route.logs[partition]
+    def _append_due(self, due: Callable[[tuple[str, int], _Batch], bool]) -> None:
+        """Append the batches ``due`` selects. One appender at a time, taking batches in the
+        order they close, so a partition's batches reach its log in send order."""
+        with self._append_lock:
+            with self._batches_lock:
+                ready = [(k, b) for k, b in self._batches.items() if due(k, b)]
+                for k, _ in ready:
+                    del self._batches[k]
+            for (_, partition), batch in ready:
+                self._append_batch(partition, batch)
+
+    def _append_batch(self, partition: int, batch: _Batch) -> None:
+        route = batch.route
         try:
-            if self._producer_id >= 0:
-                seq = self.take_sequences(route, partition, len(batch.values))
-                first = log.append_many(batch.values, batch.keys, batch.headers, batch.timestamps,
-                                        producer_id=self._producer_id, producer_epoch=self._producer_epoch,
-                                        base_sequence=seq)
-            else:
-                first = log.append_many(batch.values, batch.keys, batch.headers, batch.timestamps)
+            try:
+                first, log = self._append_to(route, partition, batch)
+            except LogClosedError:
+                if self._store.closed:
+                    raise
+                # the topic's logs were reopened (a config change) or it was deleted: look it up again
+                self._invalidate_route(route.name)
+                route = self._route(route.name)
+                first, log = self._append_to(route, partition, batch)
         except BaseException as e:
             for f in batch.futures:
                 f.set_exception(e)
@@ -247,34 +271,41 @@ class Producer(ProducerCore):
         for i, f in enumerate(batch.futures):
             f.set_result(RecordMetadata(route.name, partition, first + i, now if append_time else batch.timestamps[i]))
 
+    def _append_to(self, route: TopicRoute, partition: int, batch: _Batch) -> tuple[int, Any]:
+        from logstore.errors import UnknownTopicError
+
+        if partition >= route.partitions:
+            raise UnknownTopicError(f"partition {partition} of topic {route.name!r} does not exist")
+        log = route.logs[partition]
+        if self._producer_id >= 0:
+            # the log takes the sequence numbers from the counters under its lock
+            first = log.append_many(batch.values, batch.keys, batch.headers, batch.timestamps,
+                                    producer_id=self._producer_id, producer_epoch=self._producer_epoch,
+                                    sequence_counters=route.sequence_counters, counter_slot=partition)
+        else:
+            first = log.append_many(batch.values, batch.keys, batch.headers, batch.timestamps)
+        return first, log
+
     def _linger_loop(self) -> None:
         while True:
-            due: list[tuple[tuple[TopicRoute, int], _Batch]] = []
             with self._batches_lock:
                 if self._closed and not self._batches:
                     return
                 now = time.monotonic()
-                wait = self._linger
-                for k, b in list(self._batches.items()):
-                    age = now - b.created
-                    if age >= self._linger or self._closed:
-                        due.append((k, self._batches.pop(k)))
-                    else:
-                        wait = min(wait, self._linger - age)
-                if not due:
-                    self._linger_wake.wait(wait if self._batches else None)
+                wait: float | None = None
+                for b in self._batches.values():
+                    left = 0.0 if self._closed else self._linger - (now - b.created)
+                    wait = left if wait is None else min(wait, left)
+                if wait is None or wait > 0:
+                    self._linger_wake.wait(wait)
                     continue
-            for (route, partition), batch in due:
-                self._append_batch(route, partition, batch)
+            cutoff = time.monotonic() - self._linger
+            self._append_due(lambda k, b: self._closed or b.created <= cutoff)
 
     def flush(self, timeout: float | None = None) -> None:
         """Append every lingering record now (and wait for it). With ``linger_ms=0`` records are
         appended by ``send`` itself, so there is nothing to wait for."""
-        with self._batches_lock:
-            pending = list(self._batches.items())
-            self._batches.clear()
-        for (route, partition), batch in pending:
-            self._append_batch(route, partition, batch)
+        self._append_due(lambda k, b: True)
 
     def close(self, timeout: float | None = None) -> None:
         """Flush lingering records and stop. Idempotent."""
