@@ -14,7 +14,7 @@ from setuptools import Extension, setup
 
 DEBUG = os.environ.get("LOGSTORE_DEBUG") == "1"
 SANITIZE = os.environ.get("LOGSTORE_SANITIZE") == "1"
-UNITS = ["codec", "index", "segment", "core", "producer"]
+UNITS = ["codec", "index", "segment", "core", "compact", "producer"]
 if os.environ.get("LOGSTORE_UNITS"):
     UNITS = [u for u in UNITS if u in os.environ["LOGSTORE_UNITS"].split(",")]
 

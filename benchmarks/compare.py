@@ -2,6 +2,7 @@
 
     PYTHONPATH=src python benchmarks/compare.py [--n N] [--repeat R] [--peers a,b] [--json out.json]
     PYTHONPATH=src python benchmarks/compare.py --quick      # CI smoke: tiny N, every available peer
+    PYTHONPATH=src python benchmarks/compare.py --workload broker   # logstore's producer/consumer instead
 
 Workload (benchmarks/workload.py): N records, 16-byte key, 100-byte value, one partition/table/
 stream, page-cache durability (nobody fsyncs while writing). Cells, each timed separately:
@@ -27,6 +28,15 @@ flushed). The durability step after each write (fsync / env.sync / wal_checkpoin
 none for the servers) is timed apart and only written to the JSON. Each cell is the median of
 ``--repeat`` runs, taken round robin; the report gives records/s and the ratio logstore / peer
 (> 1: logstore faster).
+
+``--workload broker`` puts logstore's broker API in logstore's row instead of ``PartitionLog``:
+``logstore.open`` (topic ``flush="never"``, as the peers: nobody fsyncs while writing), a topic of
+one partition, ``producer.send(topic, value, key)`` per record (idempotent, the defaults) and a
+consumer's ``poll(timeout=0)`` loop reading every record's key and value. Its cells are the
+single-record write (the peers' closest equivalent of one ``send``: one call, insert, transaction,
+XADD or acknowledged publish per record) and the sequential read of what that single write
+stored (the consumer reads the producer's ~16 KiB batches). There is no batched cell: the
+producer has no call that takes 1000 records (``linger_ms`` batches one ``send`` at a time).
 """
 
 from __future__ import annotations
@@ -55,6 +65,9 @@ from workload import BATCH, KEY_BYTES, Workload, machine_info, machine_markdown 
 CELLS = ("write_batched", "write_single", "read")
 CELL_TITLES = {"write_batched": "batched write (1000/call)", "write_single": "single-record write",
                "read": "sequential read"}
+BROKER_CELLS = ("write_single", "read")
+BROKER_CELL_TITLES = {"write_single": "single-record write (logstore: producer.send)",
+                      "read": "sequential read of it (logstore: consumer.poll)"}
 
 
 class Store:
@@ -122,6 +135,50 @@ class LogstoreStore(Store):
 
     def close(self) -> None:
         self.log.close()
+
+
+class LogstoreBrokerStore(Store):
+    """logstore's broker: producer.send per record into a 1-partition topic, consumer.poll to read."""
+
+    name = "logstore broker (producer/consumer)"
+    TOPIC = "records"
+
+    def open(self, directory: str) -> None:
+        import logstore
+        self.store = logstore.open(os.path.join(directory, "store"), topic_defaults={"flush": "never"})
+        self.store.create_topic(self.TOPIC, 1)
+        self.producer = self.store.producer()
+
+    def write_batched(self, wl: Workload) -> None:
+        raise NotImplementedError("the broker workload has no batched cell")
+
+    def write_single(self, wl: Workload) -> None:
+        send, topic = self.producer.send, self.TOPIC
+        for value, key in zip(wl.values, wl.keys):
+            send(topic, value, key)
+
+    def sync(self) -> None:
+        self.store.flush()
+
+    def read_all(self) -> tuple[int, bytes | None, bytes | None]:
+        from logstore import TopicPartition
+        key = value = None
+        n = 0
+        with self.store.consumer(auto_offset_reset="earliest") as consumer:
+            consumer.assign([TopicPartition(self.TOPIC, 0)])
+            poll = consumer.poll
+            records = poll(0.0)
+            while records:
+                for record in records:
+                    key = record.key
+                    value = record.value
+                n += len(records)
+                records = poll(0.0)
+        return n, key, value
+
+    def close(self) -> None:
+        self.producer.close()
+        self.store.close()
 
 
 class PlainFileStore(Store):
@@ -599,7 +656,9 @@ class NatsJetStreamStore(Store):
                 self.server.stop()
 
 
-def run_cell(store: Store, wl: Workload, base: str, batched: bool) -> dict[str, float]:
+def run_cell(store: Store, wl: Workload, base: str, batched: bool, read: bool | None = None) -> dict[str, float]:
+    """Write ``wl`` into a fresh store (batched or one record per call), sync, and (by default
+    after a batched write; ``read=True`` after either) read it all back and check the last record."""
     directory = tempfile.mkdtemp(prefix="peer-", dir=base)
     try:
         store.open(directory)
@@ -610,7 +669,7 @@ def run_cell(store: Store, wl: Workload, base: str, batched: bool) -> dict[str, 
             store.sync()
             t2 = time.perf_counter()
             out = {"write_s": t1 - t0, "sync_s": t2 - t1}
-            if batched:
+            if batched if read is None else read:
                 t0 = time.perf_counter()
                 n, key, value = store.read_all()
                 out["read_s"] = time.perf_counter() - t0
@@ -660,6 +719,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="smoke run for CI: N=3000, one run, no warm-up; checks every available peer works")
     ap.add_argument("--dir", default=None, help="where the stores are written (default: the temp dir)")
     ap.add_argument("--json", default=None, metavar="FILE", help="write all numbers to FILE")
+    ap.add_argument("--workload", choices=("log", "broker"), default="log",
+                    help="log: PartitionLog in logstore's row (batched, single, read); broker: logstore's "
+                         "producer.send / consumer.poll in its row (single write, read of it)")
     args = ap.parse_args(argv)
     n = args.n if args.n is not None else (QUICK_N if args.quick else 200_000)
     repeat = args.repeat if args.repeat is not None else (1 if args.quick else 3)
@@ -680,13 +742,16 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace, names: list[str], n: int, single_n: int, repeat: int) -> int:
+    broker = args.workload == "broker"
+    cells = BROKER_CELLS if broker else CELLS
+    titles = BROKER_CELL_TITLES if broker else CELL_TITLES
     wl = Workload(n, BATCH)
     server_peers = {"redis", "nats"}
     single_wl = wl if single_n == n else Workload(single_n, BATCH)
     base = args.dir or tempfile.gettempdir()
     info = machine_info(base)
     load_before = os.getloadavg()
-    print(f"N={wl.n} key={KEY_BYTES}B value=100B batch={BATCH} repeat={repeat} dir={base}"
+    print(f"workload={args.workload} N={wl.n} key={KEY_BYTES}B value=100B batch={BATCH} repeat={repeat} dir={base}"
           + (f" (server peers' single-record writes: N={single_n})" if single_n != n else ""), flush=True)
 
     skipped: dict[str, str] = {}
@@ -697,6 +762,8 @@ def run(args: argparse.Namespace, names: list[str], n: int, single_n: int, repea
         if reason:
             skipped[name] = reason
             print(f"  skipped {name}: {reason}", flush=True)
+        elif broker and name == "logstore":
+            stores[name] = LogstoreBrokerStore()
         else:
             stores[name] = PEERS[name](n)
     versions = peer_versions(stores)
@@ -706,7 +773,7 @@ def run(args: argparse.Namespace, names: list[str], n: int, single_n: int, repea
         return single_wl if name in server_peers else wl
 
     def cell_n(c: str, name: str) -> int:
-        return single_for(name).n if c == "write_single" else wl.n
+        return single_for(name).n if c == "write_single" or broker else wl.n
 
     runs = {name: {"write_batched": [], "write_single": [], "read": [],
                    "sync_after_batched": [], "sync_after_single": []} for name in stores}
@@ -714,8 +781,9 @@ def run(args: argparse.Namespace, names: list[str], n: int, single_n: int, repea
         warm = Workload(min(n, 20_000), BATCH, seed=3)
         for name in list(stores):  # untimed warm-up: imports, allocator, first-use costs of each store
             try:
-                run_cell(stores[name], warm, base, batched=True)
-                run_cell(stores[name], warm, base, batched=False)
+                if not broker:
+                    run_cell(stores[name], warm, base, batched=True)
+                run_cell(stores[name], warm, base, batched=False, read=broker)
             except Exception as e:  # reported below, the others still run
                 failed[name] = f"{type(e).__name__}: {e}"
                 print(f"  FAILED {name} (warm-up): {failed[name]}", flush=True)
@@ -725,49 +793,54 @@ def run(args: argparse.Namespace, names: list[str], n: int, single_n: int, repea
     for r in range(repeat):
         for name in list(stores):
             try:
-                b = run_cell(stores[name], wl, base, batched=True)
-                s = run_cell(stores[name], single_for(name), base, batched=False)
+                if broker:  # the read is of what the single write stored
+                    s = run_cell(stores[name], single_for(name), base, batched=False, read=True)
+                    b = None
+                else:
+                    b = run_cell(stores[name], wl, base, batched=True)
+                    s = run_cell(stores[name], single_for(name), base, batched=False)
             except Exception as e:
                 failed[name] = f"{type(e).__name__}: {e}"
                 print(f"  FAILED {name}: {failed[name]}", flush=True)
                 del stores[name]
                 continue
             out = runs[name]
-            out["write_batched"].append(b["write_s"])
-            out["read"].append(b["read_s"])
+            if b is not None:
+                out["write_batched"].append(b["write_s"])
+                out["sync_after_batched"].append(b["sync_s"])
+            out["read"].append((s if b is None else b)["read_s"])
             out["write_single"].append(s["write_s"])
-            out["sync_after_batched"].append(b["sync_s"])
             out["sync_after_single"].append(s["sync_s"])
             print(f"  run {r + 1}/{repeat} {stores[name].name:34s} "
-                  + "  ".join(f"{c} {fmt_rate(cell_n(c, name) / out[c][-1]):>10s}" for c in CELLS), flush=True)
+                  + "  ".join(f"{c} {fmt_rate(cell_n(c, name) / out[c][-1]):>10s}" for c in cells), flush=True)
 
     results: dict[str, Any] = {}
     for name, store in stores.items():
         out = runs[name]
         cell = {c: {"records_per_s": cell_n(c, name) / statistics.median(out[c]), "records": cell_n(c, name),
-                    "seconds": out[c]} for c in CELLS}
+                    "seconds": out[c]} for c in cells}
         cell["sync_seconds"] = {"after_batched": out["sync_after_batched"], "after_single": out["sync_after_single"]}
         results[store.name] = cell
 
     load_after = os.getloadavg()
     info["load_avg_before"] = " ".join(f"{x:.2f}" for x in load_before)
     info["load_avg_after"] = " ".join(f"{x:.2f}" for x in load_after)
-    ls_name = LogstoreStore.name
+    ls_name = LogstoreBrokerStore.name if broker else LogstoreStore.name
     ratios: dict[str, dict[str, float]] = {}
     run_ratios: dict[str, dict[str, list[float]]] = {}  # run r of logstore / run r of the peer
     if ls_name in results:
         mine = results[ls_name]
         for peer, cell in results.items():
             if peer != ls_name:
-                ratios[peer] = {c: mine[c]["records_per_s"] / cell[c]["records_per_s"] for c in CELLS}
+                ratios[peer] = {c: mine[c]["records_per_s"] / cell[c]["records_per_s"] for c in cells}
                 run_ratios[peer] = {c: [(mine[c]["records"] / a) / (cell[c]["records"] / b)
-                                        for a, b in zip(mine[c]["seconds"], cell[c]["seconds"])] for c in CELLS}
+                                        for a, b in zip(mine[c]["seconds"], cell[c]["seconds"])] for c in cells}
 
-    lines = ["| store | " + " | ".join(CELL_TITLES[c] for c in CELLS) + " |",
-             "|---|" + "---:|" * len(CELLS)]
+    lines = ["| store | " + " | ".join(titles[c] for c in cells) + " |",
+             "|---|" + "---:|" * len(cells)]
     for peer, cell in results.items():
         parts = []
-        for c in CELLS:
+        for c in cells:
             text = fmt_rate(cell[c]["records_per_s"])
             if peer in ratios:
                 text += f" (logstore {ratios[peer][c]:.2f}x)"
@@ -775,10 +848,12 @@ def run(args: argparse.Namespace, names: list[str], n: int, single_n: int, repea
                 text += f" [N={cell[c]['records']}]"
             parts.append(text)
         lines.append(f"| {peer} | " + " | ".join(parts) + " |")
+    empty_cells = " |" * (len(cells) - 1)
     for name, reason in failed.items():
-        lines.append(f"| {PEER_CLASSES[name].name} | FAILED: {reason} | | |")
+        shown = LogstoreBrokerStore.name if broker and name == "logstore" else PEER_CLASSES[name].name
+        lines.append(f"| {shown} | FAILED: {reason} |{empty_cells}")
     for name, reason in skipped.items():
-        lines.append(f"| {PEER_CLASSES[name].name} | skipped: {reason} | | |")
+        lines.append(f"| {PEER_CLASSES[name].name} | skipped: {reason} |{empty_cells}")
     table = "\n".join(lines)
     print()
     print(f"Records/s, median of {repeat} run(s), N={wl.n}; in parentheses: logstore / peer (> 1: logstore faster).")
@@ -788,10 +863,10 @@ def run(args: argparse.Namespace, names: list[str], n: int, single_n: int, repea
     if repeat > 1 and run_ratios:
         print("logstore / peer within each run (min - max over the runs):")
         print()
-        print("| store | " + " | ".join(CELL_TITLES[c] for c in CELLS) + " |")
-        print("|---|" + "---:|" * len(CELLS))
+        print("| store | " + " | ".join(titles[c] for c in cells) + " |")
+        print("|---|" + "---:|" * len(cells))
         for peer, per in run_ratios.items():
-            print(f"| {peer} | " + " | ".join(f"{min(per[c]):.2f}x - {max(per[c]):.2f}x" for c in CELLS) + " |")
+            print(f"| {peer} | " + " | ".join(f"{min(per[c]):.2f}x - {max(per[c]):.2f}x" for c in cells) + " |")
         print()
     print(machine_markdown(info))
     if max(load_before[0], load_after[0]) > 1.5:
@@ -806,7 +881,7 @@ def run(args: argparse.Namespace, names: list[str], n: int, single_n: int, repea
         with open(args.json, "w") as f:
             json.dump({"workload": {"n": wl.n, "single_n_servers": single_n, "key_bytes": KEY_BYTES,
                                     "value_bytes": 100, "batch": BATCH, "repeat": repeat, "dir": base,
-                                    "quick": args.quick},
+                                    "quick": args.quick, "kind": args.workload, "cells": list(cells)},
                        "machine": info, "results": results, "ratios_logstore_over_peer": ratios,
                        "ratios_within_runs": run_ratios,
                        "skipped": skipped, "failed": failed, "markdown": table}, f, indent=2)

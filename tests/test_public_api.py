@@ -11,6 +11,7 @@ def test_package_all_is_exact():
         # the embedded broker and its clients
         "open", "Store", "TopicConfig", "TopicDescription", "PartitionDescription", "TopicPartition",
         "Producer", "RecordMetadata", "FutureRecordMetadata", "Consumer", "ConsumerRecord",
+        "AsyncProducer", "AsyncConsumer",
         # errors
         "ConfigError", "CorruptRecordError", "InvalidArgumentError", "InvalidRecordError",
         "LogClosedError", "LogstoreError", "OffsetOutOfRangeError", "RecordTooLargeError",

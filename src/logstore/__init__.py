@@ -3,7 +3,15 @@
 from logstore import errors
 from logstore._native.codec import Record, RecordBatchView
 from logstore.broker import PartitionDescription, Store, TopicConfig, TopicDescription, TopicPartition, open
-from logstore.client import Consumer, ConsumerRecord, FutureRecordMetadata, Producer, RecordMetadata
+from logstore.client import (
+    AsyncConsumer,
+    AsyncProducer,
+    Consumer,
+    ConsumerRecord,
+    FutureRecordMetadata,
+    Producer,
+    RecordMetadata,
+)
 from logstore.errors import (
     ConfigError,
     ConsumerError,
@@ -32,6 +40,8 @@ from logstore.log import LogConfig, PartitionLog, RecoveryReport
 __version__ = "0.1.0"
 
 __all__ = [
+    "AsyncConsumer",
+    "AsyncProducer",
     "ConfigError",
     "Consumer",
     "ConsumerError",

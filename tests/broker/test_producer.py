@@ -35,7 +35,7 @@ from logstore.errors import (
 # warning, not ours (the suite runs with warnings as errors)
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
-    from kafka.partitioner.default import DefaultPartitioner, murmur2
+    from kafka.partitioner.default import DefaultPartitioner, murmur2  # type: ignore[import-untyped]
 
 CHILD_ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
 
@@ -122,14 +122,20 @@ def test_record_metadata_and_tombstones(store: logstore.Store) -> None:
 
 
 def test_log_append_time_topic_stamps_the_append_time(store: logstore.Store) -> None:
+    """With LogAppendTime the log stamps each batch; the metadata a send returns carries that
+    same timestamp (many records, so that appends straddle millisecond boundaries)."""
     store.create_topic("t", config={"message.timestamp.type": "LogAppendTime"})
-    for linger_ms in (0, 2):
-        producer = store.producer(linger_ms=linger_ms)
+    for linger_ms in (0, 1):
+        producer = store.producer(linger_ms=linger_ms, batch_size=1024)
         before = int(time.time() * 1000)
-        m = producer.send("t", b"v", timestamp_ms=5).get(5)
-        assert before - 1000 <= m.timestamp <= int(time.time() * 1000) + 1000
-        record = read_partition(store, "t", 0)[m.offset]
-        assert record.timestamp == m.timestamp
+        results = [producer.send("t", b"v" * 100, timestamp_ms=5) for _ in range(2000)]
+        producer.flush()
+        metas = [r.get(5) for r in results]
+        assert before - 1000 <= metas[0].timestamp <= int(time.time() * 1000) + 1000
+        stored = {r.offset: r.timestamp for r in read_partition(store, "t", 0)}
+        wrong = [(m.offset, m.timestamp, stored[m.offset]) for m in metas if stored[m.offset] != m.timestamp]
+        assert not wrong, f"linger_ms={linger_ms}: {len(wrong)} timestamps differ from the log's, e.g. {wrong[:2]}"
+        producer.close()
 
 
 # -- partitioners -----------------------------------------------------------------------------------
@@ -612,3 +618,52 @@ def test_linger_keeps_send_order_when_the_log_is_busy(store: logstore.Store, ide
     assert first.exception(5) is None
     assert [f.get(5).offset for f in [first, *later]] == [0, 1, 2, 3]
     assert [r.value for r in read_partition(store, "t", 0)] == [b"first"] + [b"x" * 40] * 3
+
+
+def test_keyless_records_reach_partitions_added_later(store: logstore.Store) -> None:
+    store.create_topic("t")
+    producer = store.producer(batch_size=200)
+    assert {producer.send("t", b"x" * 40).partition for _ in range(20)} == {0}
+    store.create_partitions("t", 4)
+    counts = Counter(producer.send("t", b"x" * 40).partition for _ in range(2000))
+    assert set(counts) == {0, 1, 2, 3} and min(counts.values()) >= 200, counts
+
+
+def test_damaged_producer_id_file_never_reuses_an_id(data_dir: Path) -> None:
+    with logstore.open(data_dir, cleaner=False) as s:
+        before = [s.producer().producer_id for _ in range(3)]
+    (data_dir / "meta" / "producer_ids").write_bytes(b"\x00garbage")
+    with logstore.open(data_dir, cleaner=False) as s:
+        after = s.producer().producer_id
+    assert after > max(before)
+
+
+def test_lingering_batch_survives_a_flush_mode_change(store: logstore.Store) -> None:
+    """A batch waiting in a producer when its topic's logs are reopened is appended to the new log."""
+    store.create_topic("t", partitions=2)
+    producer = store.producer(linger_ms=60_000)
+    waiting = [producer.send("t", b"w%d" % i, partition=i % 2) for i in range(6)]
+    store.alter_topic_config("t", {"flush": "always"})
+    producer.flush()
+    landed = sorted((f.get(5).partition, f.get(5).offset) for f in waiting)
+    assert landed == [(p, o) for p in range(2) for o in range(3)]
+    assert [r.value for r in read_partition(store, "t", 1)] == [b"w1", b"w3", b"w5"]
+
+
+def test_both_send_paths_agree_on_odd_input(store: logstore.Store) -> None:
+    """The native send (linger_ms=0) and the Python one (linger, serializers, custom
+    partitioners) accept and refuse the same things, with the same error classes."""
+    store.create_topic("t")
+    native, lingering = store.producer(), store.producer(linger_ms=60_000)
+    for producer in (native, lingering):
+        with pytest.raises(InvalidArgumentError):
+            producer.send(123, b"v")  # type: ignore[arg-type]
+    outcomes = []
+    for producer in (native, lingering):
+        try:
+            result = producer.send("t", b"v", headers=[(b"bytes-key", b"x")])
+            producer.flush()
+            outcomes.append(("ok", read_partition(store, "t", 0)[result.get(5).offset].headers))
+        except InvalidArgumentError as e:
+            outcomes.append(("refused", type(e).__name__))
+    assert outcomes[0] == outcomes[1], f"native: {outcomes[0]}, lingering: {outcomes[1]}"

@@ -16,6 +16,7 @@ cdef class TopicRoute:
     cdef readonly list logs               # LogCore per partition
     cdef int count
     cdef readonly bint compacted           # keyless records are refused
+    cdef readonly bint durable             # flush="always": sends wait for the fsync
     cdef int sticky                       # keyless records go here until sticky_bytes >= batch size
     cdef Py_ssize_t sticky_bytes
     cdef SequenceCounters sequences       # this producer's next sequence per partition

@@ -75,13 +75,14 @@ cdef class TopicRoute:
     """One topic as a producer sees it: its partitions' logs, the sticky partition, and the
     producer's next sequence number per partition."""
 
-    def __cinit__(self, str name, list logs, bint compacted):
+    def __cinit__(self, str name, list logs, bint compacted, bint durable=False):
         if not logs:
             raise InvalidArgumentError("a topic has at least one partition")
         self.name = name
         self.logs = list(logs)
         self.count = len(logs)
         self.compacted = compacted
+        self.durable = durable
         self.sticky = -1
         self.sticky_bytes = 0
         self.sequences = SequenceCounters(self.count)
@@ -169,13 +170,15 @@ cdef class ProducerCore:
         route.sticky_bytes += value_size + 16
         return route.sticky
 
-    def send(self, str topic, value=None, key=None, headers=None, partition=None, timestamp_ms=None):
+    def send(self, topic, value=None, key=None, headers=None, partition=None, timestamp_ms=None):
         """Append one record to ``topic``; returns its :class:`RecordMetadata` (a retried
         idempotent send returns the original offset)."""
         cdef TopicRoute route
         cdef int p
         if self._closed:
             raise LogClosedError("the producer is closed")
+        if type(topic) is not str:
+            raise InvalidArgumentError(f"a topic name is a str, not {type(topic).__name__}")
         r = self._routes.get(topic)
         route = <TopicRoute>(r if r is not None else self._route(topic))
         if partition is None:
@@ -189,7 +192,14 @@ cdef class ProducerCore:
                                         f"(it has {route.count})")
         if route.compacted and key is None:
             raise InvalidRecordError(f"topic {topic!r} is compacted: every record needs a key")
-        return self._append(route, p, value, key, headers, timestamp_ms)
+        try:
+            return self._append(route, p, value, key, headers, timestamp_ms)
+        except LogClosedError:
+            if self._closed:
+                raise
+            # the topic was deleted or its logs replaced since this route was resolved
+            self._invalidate_route(topic)
+            return self._append(<TopicRoute>self._route(topic), p, value, key, headers, timestamp_ms)
 
     cdef RecordMetadata _append(self, TopicRoute route, int p, value, key, headers, timestamp_ms):
         cdef LogCore log = <LogCore>route.logs[p]
@@ -199,6 +209,9 @@ cdef class ProducerCore:
                                        self._producer_epoch, route.sequences, p, &ts)
         else:
             offset = log.append_record(value, key, headers, timestamp_ms, -1, -1, None, -1, &ts)
+        if route.durable:
+            # the topic's flush="always": return once the record is fsynced (group commit)
+            (<object>log)._sync_through(offset + 1)
         return RecordMetadata(route.name, p, offset, ts)
 
     def send_to(self, TopicRoute route, int partition, value=None, key=None, headers=None, timestamp_ms=None):
@@ -222,3 +235,6 @@ cdef class ProducerCore:
 
     def _route(self, str topic):  # pragma: no cover - the Python subclass provides it
         raise NotImplementedError
+
+    def _invalidate_route(self, str topic):  # pragma: no cover - the Python subclass provides it
+        self._routes.pop(topic, None)

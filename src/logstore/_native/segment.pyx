@@ -21,7 +21,7 @@ from logstore._native.codec cimport (BatchInfo, RecordBatchView, RecordSpec, che
                                      raise_batch_error, read_batch_header, record_body_size,
                                      write_batch_header, write_record)
 from logstore._native.includes cimport (ls_close, ls_fdatasync, ls_ftruncate, ls_pread, ls_pwrite,
-                                        ls_varint_size)
+                                        ls_varint_size, LS_TIMESTAMP_TYPE_MASK)
 from logstore._native.index cimport OffsetIndex, TimeIndex
 
 from logstore.errors import CorruptRecordError
@@ -186,7 +186,10 @@ cdef class Segment:
         cdef unsigned char *p
         if self.open_pos >= 0 and self.open_epoch == leader_epoch and self.open_attributes == attributes \
                 and self.open_producer_id == producer_id and self.open_producer_epoch == producer_epoch \
-                and (producer_id < 0 or <int64_t>sequence == <int64_t>self.open_base_sequence + self.open_count):
+                and (producer_id < 0 or <int64_t>sequence == <int64_t>self.open_base_sequence + self.open_count) \
+                and (not (attributes & LS_TIMESTAMP_TYPE_MASK) or spec.timestamp == self.open_max_timestamp):
+            # (log append time: every record of a batch has the batch's time, so only appends of
+            # the same millisecond share one)
             ts_delta = spec.timestamp - self.open_base_timestamp
             body = record_body_size(spec, ts_delta, self.open_count)
             rec = ls_varint_size(body) + body

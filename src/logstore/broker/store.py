@@ -145,6 +145,13 @@ class Store:
 
     def _open_partition(self, record: TopicRecord, config: TopicConfig, partition: int) -> PartitionLog:
         directory = os.path.join(self.path, partition_dir_name(record.name, partition))
+        if os.path.isdir(directory):
+            owner = read_partition_metadata(directory)
+            if owner != record.topic_id and (owner is not None or os.listdir(directory)):
+                # another (deleted) topic's data, or data of unknown origin, under this name: never adopt it
+                log.warning("%s belongs to topic id %s, not %s: removing it", directory, owner, record.topic_id)
+                mark_for_deletion(directory)
+                purge_deleted(self.path)
         if not os.path.isdir(directory) or read_partition_metadata(directory) is None:
             # the topic id goes in before any data, so a directory is never adopted by mistake
             os.makedirs(directory, exist_ok=True)
@@ -238,6 +245,13 @@ class Store:
             except BaseException:
                 for plog in topic.logs:
                     plog.close()
+                    mark_for_deletion(plog.path)
+                for p in range(len(topic.logs), count):
+                    # a directory the failed partition created before its log opened
+                    directory = os.path.join(self.path, partition_dir_name(name, p))
+                    if os.path.isdir(directory) and read_partition_metadata(directory) == record.topic_id:
+                        mark_for_deletion(directory)
+                purge_deleted(self.path)
                 self._meta.remove(name)
                 raise
             self._topics[name] = topic
@@ -314,20 +328,12 @@ class Store:
                 return new.to_dict()
             record = topic.record.with_config(new.overrides())
             kwargs = new.log_kwargs()
-            reopen = kwargs["flush"] != topic.config.log_kwargs()["flush"]
             self._meta.replace(record)
             topic.record = record
             topic.config = new
-            if reopen:
-                # the flush mode wires the append path at open: reopen the logs (producers
-                # re-resolve their routes, consumers keep their positions)
-                for p, plog in enumerate(topic.logs):
-                    plog.close()
-                    topic.logs[p] = self._open_partition(record, new, p)
-            else:
-                for plog in topic.logs:
-                    plog.reconfigure(**kwargs)
-            self._metadata_changed(name)
+            for plog in topic.logs:
+                plog.reconfigure(**kwargs)
+            self._metadata_changed(name)  # producers pick up durability and compaction from the new route
             return new.to_dict()
 
     def partitions_for(self, topic: str) -> int:
@@ -363,6 +369,10 @@ class Store:
                     self._get(n)
             return [TopicPartition(n, p) for n in names for p in range(self._topics[n].record.partitions)]
 
+    def _topic_id(self, name: str) -> str | None:
+        topic = self._topics.get(name)
+        return topic.record.topic_id if topic is not None else None
+
     def _get(self, name: str) -> _Topic:
         topic = self._topics.get(name)
         if topic is None:
@@ -395,7 +405,7 @@ class Store:
                 else:
                     self._get(topic)
                     raise AssertionError("unreachable")
-            return TopicRoute(topic, list(t.logs), t.config.cleanup_policy == "compact")
+            return TopicRoute(topic, list(t.logs), t.config.cleanup_policy == "compact", t.config.flush == "always")
 
     # -- producers and consumers ----------------------------------------------------------------
 

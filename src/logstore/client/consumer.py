@@ -103,6 +103,7 @@ class Consumer:
         self._positions: dict[TopicPartition, int] = {}
         # fetched batches not yet handed out: (view, index of the next record)
         self._buffers: dict[TopicPartition, tuple[RecordBatchView, int]] = {}
+        self._topic_ids: dict[str, str | None] = {}
         self._paused: set[TopicPartition] = set()
         self._subscription: list[str] | None = None
         self._pattern: re.Pattern[str] | None = None
@@ -130,7 +131,8 @@ class Consumer:
         self._manual = True
         self._set_assignment(tps)
 
-    def subscribe(self, topics: Iterable[str] | str | None = None, pattern: str | re.Pattern[str] | None = None) -> None:
+    def subscribe(self, topics: Iterable[str] | str | None = None,
+                  pattern: str | re.Pattern[str] | None = None) -> None:
         """Read every partition of ``topics``, or of every topic matching ``pattern`` (a regex
         matched against the whole name; topics created later join). Without a group id this
         consumer gets all partitions."""
@@ -191,10 +193,14 @@ class Consumer:
             except UnknownTopicError:
                 continue
         self._assignment = [tp for tp in self._assignment if tp in logs]
-        # fetched views of a log object that changed (topic re-created or reopened) are dropped
+        # fetched views of a log object that changed (topic re-created or reopened) are dropped,
+        # and so are positions in a topic that was deleted and re-created (a new topic id)
         same = {tp for tp, plog in logs.items() if self._logs.get(tp) is plog}
+        ids = {tp.topic: self._store._topic_id(tp.topic) for tp in logs}
         self._logs = logs
-        self._positions = {tp: o for tp, o in self._positions.items() if tp in logs}
+        self._positions = {tp: o for tp, o in self._positions.items()
+                           if tp in logs and self._topic_ids.get(tp.topic) in (None, ids[tp.topic])}
+        self._topic_ids = ids
         self._buffers = {tp: b for tp, b in self._buffers.items() if tp in same}
         self._paused &= set(self._assignment)
         self._next = 0
@@ -319,7 +325,7 @@ class Consumer:
             records = self._fetch(limit)
             if records:
                 if self._key_deserializer is not None or self._value_deserializer is not None:
-                    return [self._deserialize(r) for r in records]
+                    return self._deserialize_all(records)
                 return records
             remaining = deadline - time.monotonic()
             if remaining <= 0 or self._closed or self._woken:
@@ -391,6 +397,28 @@ class Consumer:
             self._positions[tp] = max(view.next_offset, pos)
             return None
         return view
+
+    def _deserialize_all(self, records: list[Record]) -> list[ConsumerRecord]:
+        """As Kafka's clients: the records before one that fails to deserialize are returned,
+        the position stays on it, and the poll that reaches it raises the error."""
+        out = []
+        for i, r in enumerate(records):
+            try:
+                out.append(self._deserialize(r))
+            except Exception:
+                self._rewind(records[i:])
+                if out:
+                    return out
+                raise
+        return out
+
+    def _rewind(self, undelivered: list[Record]) -> None:
+        first: dict[TopicPartition, int] = {}
+        for r in undelivered:
+            tp = TopicPartition(r.topic or "", r.partition)
+            first.setdefault(tp, r.offset)
+        for tp, offset in first.items():
+            self._set_position(tp, offset)
 
     def _deserialize(self, r: Record) -> ConsumerRecord:
         key, value = r.key, r.value

@@ -76,7 +76,7 @@ def _check_record(value: Any, key: Any, headers: Headers, timestamp_ms: int | No
         except TypeError:
             raise InvalidRecordError("headers must be a sequence of (key, value) pairs") from None
         for pair in pairs:
-            if not isinstance(pair, tuple) or len(pair) != 2 or not isinstance(pair[0], str):
+            if not isinstance(pair, tuple) or len(pair) != 2 or not isinstance(pair[0], (str, bytes)):
                 raise InvalidRecordError(f"a header must be a (str, bytes | None) pair, not {pair!r}")
             if pair[1] is not None:
                 try:
@@ -113,9 +113,11 @@ class Producer(ProducerCore):
         for name in ("linger_ms", "batch_size", "max_block_ms", "retries"):
             v = cfg[name]
             if isinstance(v, bool) or not isinstance(v, int) or v < 0 or (name == "batch_size" and v == 0):
-                raise ConfigError(f"{name} must be a non-negative int{' > 0' if name == 'batch_size' else ''}, not {v!r}")
+                bound = "a positive" if name == "batch_size" else "a non-negative"
+                raise ConfigError(f"{name} must be {bound} int, not {v!r}")
         if cfg["compression_type"] not in (None, "none"):
-            raise ConfigError(f"compression_type={cfg['compression_type']!r}: only uncompressed batches are supported")
+            raise ConfigError(
+                f"compression_type={cfg['compression_type']!r}: only uncompressed batches are supported")
         partitioner = cfg["partitioner"]
         self._custom_partitioner: Callable[..., int] | None = None
         if callable(partitioner):
@@ -188,6 +190,8 @@ class Producer(ProducerCore):
                      ) -> RecordMetadata | FutureRecordMetadata:
         if self._closed:
             raise LogClosedError("the producer is closed")
+        if not isinstance(topic, str):
+            raise InvalidArgumentError(f"a topic name is a str, not {type(topic).__name__}")
         if self._key_serializer is not None and key is not None:
             key = self._key_serializer(key)
         if self._value_serializer is not None and value is not None:
@@ -205,7 +209,14 @@ class Producer(ProducerCore):
         elif isinstance(partition, bool) or not isinstance(partition, int):
             raise InvalidArgumentError(f"partition must be an int, not {type(partition).__name__}")
         if self._linger <= 0:
-            return self.send_to(route, partition, value, key, headers, timestamp_ms)
+            try:
+                return self.send_to(route, partition, value, key, headers, timestamp_ms)
+            except LogClosedError:
+                if self._closed:
+                    raise
+                # the topic was deleted or its logs replaced since the route was resolved
+                self._invalidate_route(topic)
+                return self.send_to(self._route(topic), partition, value, key, headers, timestamp_ms)
         return self._enqueue(route, partition, value, key, headers, timestamp_ms)
 
     def _enqueue(self, route: TopicRoute, partition: int, value: Any, key: Any, headers: Headers,
@@ -266,10 +277,16 @@ class Producer(ProducerCore):
             if not isinstance(e, Exception):
                 raise
             return
-        append_time = log.config.timestamp_type == "log_append_time"
-        now = int(time.time() * 1000)
+        stamped = -1
+        if log.config.timestamp_type == "log_append_time":
+            # the log stamped its append time on the batch: report that one
+            try:
+                stamped = log.read(first, 1).batches()[0]["max_timestamp"]
+            except Exception:  # retention raced us; the records are appended all the same
+                stamped = -1
         for i, f in enumerate(batch.futures):
-            f.set_result(RecordMetadata(route.name, partition, first + i, now if append_time else batch.timestamps[i]))
+            f.set_result(RecordMetadata(route.name, partition, first + i,
+                                        stamped if stamped >= 0 else batch.timestamps[i]))
 
     def _append_to(self, route: TopicRoute, partition: int, batch: _Batch) -> tuple[int, Any]:
         from logstore.errors import UnknownTopicError
@@ -299,8 +316,10 @@ class Producer(ProducerCore):
                 if wait is None or wait > 0:
                     self._linger_wake.wait(wait)
                     continue
-            cutoff = time.monotonic() - self._linger
-            self._append_due(lambda k, b: self._closed or b.created <= cutoff)
+            self._append_due(self._due_by(time.monotonic() - self._linger))
+
+    def _due_by(self, cutoff: float) -> Callable[[tuple[str, int], _Batch], bool]:
+        return lambda k, b: self._closed or b.created <= cutoff
 
     def flush(self, timeout: float | None = None) -> None:
         """Append every lingering record now (and wait for it). With ``linger_ms=0`` records are

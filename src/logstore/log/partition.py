@@ -146,14 +146,26 @@ class PartitionLog(LogCore):
         self._synced_offset = self._recovery_point
         self._write_checkpoint()
         restore_producers(self)
-        if cfg.flush == "always":
-            for name in ("append", "append_many", "append_arrays", "append_batch"):
-                setattr(self, name, self._durable(getattr(LogCore, name).__get__(self)))
+        self._wire_appends(cfg.flush)
         # every mode: buffered single appends reach the OS within flush_interval_ms; "interval"
         # also fsyncs then, and "always" (which syncs data per append) moves the recovery point
         FLUSHER.register(self)
 
     # -- durability --------------------------------------------------------------------------
+
+    def _wire_appends(self, flush: str) -> None:
+        """flush="always": every append method waits for its fsync (group commit); other modes
+        use LogCore's methods directly."""
+        for name in ("append", "append_many", "append_arrays", "append_batch"):
+            if flush == "always":
+                setattr(self, name, self._durable(getattr(LogCore, name).__get__(self)))
+            else:
+                self.__dict__.pop(name, None)
+
+    @property
+    def durable_appends(self) -> bool:
+        """Whether appends return only once fsynced (flush="always")."""
+        return "append" in self.__dict__
 
     def _durable(self, append: Callable[..., int]) -> Callable[..., int]:
         def durable_append(*args: Any, **kwargs: Any) -> int:
@@ -259,13 +271,13 @@ class PartitionLog(LogCore):
                 self._roll()
 
     def reconfigure(self, **config: Any) -> None:
-        """Apply a new configuration to the open log, except the flush mode (wired at open:
-        reopen to change it). New settings apply to the next append, roll and retention run."""
+        """Apply a new configuration to the open log. New settings apply from the next append,
+        roll, flush and retention run."""
         cfg = LogConfig.from_kwargs(**config)
         with self._lock:
             self._check_open()
             if cfg.flush != self.config.flush:
-                raise InvalidArgumentError(f"flush={cfg.flush!r}: the flush mode changes only on reopen")
+                self._wire_appends(cfg.flush)
             self.config = cfg
             self._segment_bytes = cfg.segment_bytes
             self._segment_ms = cfg.segment_ms or 0
@@ -280,7 +292,10 @@ class PartitionLog(LogCore):
             if not self._log_start_offset <= offset <= self.log_end_offset:
                 raise OffsetOutOfRangeError(
                     f"high watermark {offset} outside [{self._log_start_offset}, {self.log_end_offset}]")
+            moved = offset > self._high_watermark
             self._high_watermark = offset
+            if moved and self._notifier is not None:
+                self._notifier.wake()  # consumers blocked in poll may read further now
 
     def set_leader_epoch(self, epoch: int) -> None:
         """Stamp ``epoch`` on batches appended from now on; it starts at the log end offset."""
