@@ -906,3 +906,33 @@ def test_state_queries_on_a_closed_log_raise(open_log):
                  lambda: log.apply_retention()):
         with pytest.raises(errors.LogClosedError):
             call()
+
+
+def test_appends_past_the_usable_offset_space_are_refused(tmp_path):
+    # a segment based just below the limit (as a log this old would have): the last offsets can
+    # be used, then every append is refused up front and nothing is written
+    limit = 2**63 - 1 - 2**32
+    base = limit - 3
+    src = tmp_path / "src"
+    with PartitionLog.open(src, flush="never") as log:
+        log.append(b"first", timestamp=1)
+    dst = tmp_path / "log"
+    dst.mkdir()
+    data = bytearray((src / ("%020d.log" % 0)).read_bytes())
+    data[0:8] = base.to_bytes(8, "big")  # the base offset is outside the CRC
+    (dst / ("%020d.log" % base)).write_bytes(bytes(data))
+    with PartitionLog.open(dst, flush="never") as log:
+        assert log.log_end_offset == base + 1
+        assert log.append(b"a") == base + 1
+        with pytest.raises(errors.OffsetOutOfRangeError, match="offset space exhausted"):
+            log.append_many([b"b", b"c"])
+        assert log.append(b"b") == base + 2
+        size = log.size_bytes
+        for attempt in (lambda: log.append(b"c"), lambda: log.append_many([b"c"]),
+                        lambda: log.append_batch(bytes(log.read(base).raw))):
+            with pytest.raises(errors.OffsetOutOfRangeError):
+                attempt()
+        assert log.log_end_offset == limit and log.size_bytes == size
+    with PartitionLog.open(dst, flush="never") as log:
+        assert log.log_end_offset == limit
+        assert [r.value for r in log.read(base)] == [b"first", b"a", b"b"]

@@ -77,7 +77,7 @@ cdef class RecordBatchView:
     cdef readonly int64_t max_offset
     cdef readonly int64_t next_offset
     cdef readonly Py_ssize_t batch_count
-    cdef public object topic        # set by a consumer: its records then name their topic
+    cdef public str topic           # set by a consumer: its records then name their topic
     cdef public int partition       # and partition (-1: not from a broker)
     cdef bint parsed
     cdef Py_ssize_t n

@@ -886,6 +886,7 @@ cdef class _RecordIterator:
 
 @cython.final
 @cython.freelist(256)
+@cython.no_gc  # it holds only its view, which never refers back: no cycles to collect
 cdef class Record:
     """One record of a :class:`RecordBatchView`; key, value and headers are decoded on access."""
 

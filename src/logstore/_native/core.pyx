@@ -27,6 +27,16 @@ DEF MAX_RELATIVE_OFFSET = 0x7fffffff
 DEF NO_LIMIT = 0x7fffffffffffffff
 # single-record appends share a batch up to this size (Kafka's producer batch.size default)
 DEF OPEN_BATCH_BYTES = 16384
+# a segment's name is its base offset and its index holds offsets relative to it as 32 bits:
+# recovery ignores segments based past 2**63 - 1 - 2**32, so no offset may reach there
+DEF MAX_USABLE_OFFSET = 0x7fffffffffffffff - 0x100000000
+
+
+cdef int check_offset_space(int64_t log_end, int64_t count) except -1:
+    if count > MAX_USABLE_OFFSET - log_end:
+        raise OffsetOutOfRangeError(
+            f"offset space exhausted: {count} more records after offset {log_end} would pass {MAX_USABLE_OFFSET}")
+    return 0
 
 cdef bytes EMPTY = b""
 # an idempotent producer's retried batch is recognised among its last this many batches (Kafka's 5)
@@ -340,6 +350,7 @@ cdef class LogCore:
                     counters.values[slot] = next_sequence(sequence)  # the retry used its number
                     out_timestamp[0] = -1
                     return dup
+            check_offset_space(self.log_end_offset, 1)
             now = now_ms()
             self._inputs.load_one(value, key, headers, timestamp, now)
             spec = self._inputs.specs
@@ -449,6 +460,7 @@ cdef class LogCore:
         cdef Segment seg
         if n == 0:
             return first
+        check_offset_space(first, n)
         if self._log_append_time:
             attrs = LS_TIMESTAMP_TYPE_MASK
             for i in range(n):
@@ -542,9 +554,11 @@ cdef class LogCore:
                     prev_last = <int32_t>last_seq
                 elif pos != 0 and call_pid >= 0:
                     raise OutOfOrderSequenceError("an idempotent call must hold one producer's batches only")
+                count += info.last_offset - info.base_offset + 1
                 pos += info.size
             if duplicate:
                 return dup
+            check_offset_space(self.log_end_offset, count)
             first = self.log_end_offset
             now = now_ms()
             pos = 0

@@ -196,7 +196,7 @@ class PartitionLog(LogCore):
                 target = self.log_end_offset
                 pending = [s for s in self._segments if s.next_offset > self._synced_offset or s.buffered_bytes]
             for seg in pending:
-                seg.sync_data()
+                self._sync_segment(seg, data_only=True)
         finally:
             with self._sync_cond:
                 self._synced_offset = max(self._synced_offset, target)
@@ -211,7 +211,7 @@ class PartitionLog(LogCore):
             target = self.log_end_offset
             pending = [s for s in self._segments if s.next_offset > self._recovery_point or not s.sealed]
         for seg in pending:
-            seg.sync()
+            self._sync_segment(seg, data_only=False)
         with self._lock:
             if self._closed:
                 return
@@ -221,6 +221,21 @@ class PartitionLog(LogCore):
             self._write_checkpoint()
             self._write_producer_snapshot()
             self._last_flush = time.monotonic()
+
+    def _sync_segment(self, seg: Segment, data_only: bool) -> None:
+        """fsync outside the lock: the segment may be closed meanwhile by close() (then this
+        is a LogClosedError) or retired by retention or a compaction swap (its records are gone
+        or already synced in the segment that replaced it: nothing to do)."""
+        try:
+            if data_only:
+                seg.sync_data()
+            else:
+                seg.sync()
+        except (OSError, ValueError):
+            if self._closed:
+                raise LogClosedError("the log was closed during a flush") from None
+            if not seg.closed:
+                raise
 
     def flush_buffer(self) -> None:
         """Hand buffered appends to the OS (they then survive a process crash, not a power
