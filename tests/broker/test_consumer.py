@@ -249,8 +249,10 @@ def test_out_of_range_position_after_retention(store: logstore.Store, policy: st
     consumer.seek(T0, 3)
     assert plog.delete_before(20) > 0 and plog.log_start_offset == 20
     if expected_first is None:
-        with pytest.raises(NoOffsetForPartitionError):
+        # as Kafka's clients: an out-of-range position is OffsetOutOfRange, not "no offset"
+        with pytest.raises(logstore.OffsetOutOfRangeError, match="position 3 is out of range"):
             consumer.poll(0.05)
+        assert consumer.position(T0) == 3  # kept: the user decides (seek) what to do
         return
     records = drain(consumer)
     assert consumer.position(T0) == 30

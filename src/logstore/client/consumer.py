@@ -233,8 +233,10 @@ class Consumer:
             pos = plog.log_start_offset
         elif self._reset == "latest":
             pos = plog.high_watermark
-        else:
+        elif why == "no position":
             raise NoOffsetForPartitionError(f"{tp}: {why} and auto_offset_reset='none'")
+        else:  # as Kafka's clients: a position that fell out of range is its own error
+            raise OffsetOutOfRangeError(f"{tp}: {why} and auto_offset_reset='none'")
         self._set_position(tp, pos)
         return pos
 
