@@ -47,11 +47,11 @@ from logstore.errors import (
     InvalidArgumentError,
     InvalidPartitionsError,
     LogClosedError,
-    LogstoreError,
     TopicExistsError,
     UnknownTopicError,
 )
 from logstore.log.checkpoint import write_atomic
+from logstore.log.dirlock import lock_directory
 from logstore.log.partition import PartitionLog
 
 if TYPE_CHECKING:
@@ -59,14 +59,8 @@ if TYPE_CHECKING:
     from logstore.client.consumer import Consumer
     from logstore.client.producer import Producer
 
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - Windows
-    fcntl = None  # type: ignore[assignment]
-
 log = logging.getLogger("logstore.broker")
 
-LOCK_FILE = ".lock"
 PRODUCER_IDS_FILE = "producer_ids"
 PRODUCER_ID_BLOCK = 1000
 
@@ -104,7 +98,7 @@ class Store:
         self._next_producer_id = 0
         self._producer_id_limit = 0
         os.makedirs(self.path, exist_ok=True)
-        self._lock_fd = self._lock_directory()
+        self._lock_fd = lock_directory(self.path)
         try:
             self._meta = MetadataStore.open(self.path)
             self._open_topics()
@@ -118,16 +112,6 @@ class Store:
             self._start_cleaner(cleaner_interval_ms)
 
     # -- open / close ---------------------------------------------------------------------------
-
-    def _lock_directory(self) -> int:
-        fd = os.open(os.path.join(self.path, LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o644)
-        if fcntl is not None:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                os.close(fd)
-                raise LogstoreError(f"{self.path} is already open (in this or another process)") from None
-        return fd
 
     def _open_topics(self) -> None:
         catalogue = self._meta.topics()

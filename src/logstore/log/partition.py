@@ -20,20 +20,15 @@ from logstore._native.segment import Segment
 from logstore.errors import InvalidArgumentError, LogClosedError, LogstoreError, OffsetOutOfRangeError
 from logstore.log.checkpoint import Checkpoint, fsync_directory, read_checkpoint, write_checkpoint
 from logstore.log.config import LogConfig
+from logstore.log.dirlock import lock_directory
 from logstore.log.epoch_cache import LeaderEpochCache
 from logstore.log.flusher import FLUSHER
 from logstore.log.producer_snapshot import replay as replay_producers, restore as restore_producers, write_snapshot
 from logstore.log.recovery import RecoveryReport, open_segments, segment_bases
 
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - Windows
-    fcntl = None  # type: ignore[assignment]
-
 log = logging.getLogger("logstore.log")
 
 CLEAN_SHUTDOWN = ".clean_shutdown"
-LOCK_FILE = ".lock"
 
 
 class PartitionLog(LogCore):
@@ -66,23 +61,12 @@ class PartitionLog(LogCore):
         self._sync_running = False
         self._last_flush = time.monotonic()
         os.makedirs(path, exist_ok=True)
-        self._lock_fd = self._lock_directory(path)
+        self._lock_fd = lock_directory(path)
         try:
             self._load(cfg)
         except BaseException:
             self._release_directory()
             raise
-
-    @staticmethod
-    def _lock_directory(path: str) -> int:
-        fd = os.open(os.path.join(path, LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o644)
-        if fcntl is not None:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                os.close(fd)
-                raise LogstoreError(f"{path} is already open (in this or another process)") from None
-        return fd
 
     def _release_directory(self) -> None:
         if getattr(self, "_lock_fd", -1) >= 0:
