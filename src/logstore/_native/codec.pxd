@@ -81,8 +81,8 @@ cdef class RecordBatchView:
     cdef public int partition       # and partition (-1: not from a broker)
     cdef bint parsed
     cdef Py_ssize_t n
-    cdef object _offsets, _timestamps, _key_positions, _key_lengths
-    cdef object _value_positions, _value_lengths, _header_positions
+    cdef object _columns            # one uint8 array holding every column (see _parse)
+    cdef Py_ssize_t _capacity       # record slots per column in _columns
     cdef int64_t *c_offsets
     cdef int64_t *c_timestamps
     cdef int64_t *c_key_positions
@@ -91,6 +91,7 @@ cdef class RecordBatchView:
     cdef int32_t *c_value_lengths
     cdef int64_t *c_header_positions
     cdef int _parse(self) except -1
+    cdef object _column(self, Py_ssize_t at, Py_ssize_t width, object dtype)
     cdef Record _record(self, Py_ssize_t i)
 
 

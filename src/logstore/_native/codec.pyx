@@ -60,6 +60,9 @@ DEF E_MAGIC = 3
 DEF E_CRC = 4
 DEF E_CODEC = 5
 DEF E_RECORDS = 6
+# bytes per record of a parsed view's columns: offsets, timestamps, key/value/header positions
+# (int64 each), key and value lengths (int32 each)
+DEF COLUMN_BYTES = 48
 
 cdef dict _MESSAGES = {
     E_TRUNCATED: "truncated record batch",
@@ -698,26 +701,25 @@ cdef class RecordBatchView:
         cdef const unsigned char *base = <const unsigned char *>PyBytes_AS_STRING(self.data)
         cdef Py_ssize_t pos = self.start, total = 0, at = 0
         cdef RecordColumns cols
+        cdef unsigned char *block
         if self.parsed:
             return 0
         while pos < self.end:
             read_batch_header(base + pos, self.end - pos, &info)
             total += info.record_count
             pos += info.size
-        self._offsets = np.empty(total, dtype=np.int64)
-        self._timestamps = np.empty(total, dtype=np.int64)
-        self._key_positions = np.empty(total, dtype=np.int64)
-        self._key_lengths = np.empty(total, dtype=np.int32)
-        self._value_positions = np.empty(total, dtype=np.int64)
-        self._value_lengths = np.empty(total, dtype=np.int32)
-        self._header_positions = np.empty(total, dtype=np.int64)
-        cols.offsets = <int64_t *>cnp.PyArray_DATA(self._offsets)
-        cols.timestamps = <int64_t *>cnp.PyArray_DATA(self._timestamps)
-        cols.key_positions = <int64_t *>cnp.PyArray_DATA(self._key_positions)
-        cols.key_lengths = <int32_t *>cnp.PyArray_DATA(self._key_lengths)
-        cols.value_positions = <int64_t *>cnp.PyArray_DATA(self._value_positions)
-        cols.value_lengths = <int32_t *>cnp.PyArray_DATA(self._value_lengths)
-        cols.header_positions = <int64_t *>cnp.PyArray_DATA(self._header_positions)
+        # one allocation for the seven columns (five int64, then two int32); the numpy arrays
+        # over it are made only when a column is asked for (most readers want records)
+        self._columns = np.empty(total * COLUMN_BYTES, dtype=np.uint8)
+        self._capacity = total
+        block = <unsigned char *>cnp.PyArray_DATA(self._columns)
+        cols.offsets = <int64_t *>block
+        cols.timestamps = <int64_t *>(block + total * 8)
+        cols.key_positions = <int64_t *>(block + total * 16)
+        cols.value_positions = <int64_t *>(block + total * 24)
+        cols.header_positions = <int64_t *>(block + total * 32)
+        cols.key_lengths = <int32_t *>(block + total * 40)
+        cols.value_lengths = <int32_t *>(block + total * 44)
         pos = self.start
         while pos < self.end:
             read_batch_header(base + pos, self.end - pos, &info)
@@ -727,14 +729,6 @@ cdef class RecordBatchView:
             elif walk_records(base, pos, &info, 0, 0, NULL, NULL) < 0:
                 raise_batch_error(E_RECORDS, pos)
             pos += info.size
-        if at < total:
-            self._offsets = self._offsets[:at]
-            self._timestamps = self._timestamps[:at]
-            self._key_positions = self._key_positions[:at]
-            self._key_lengths = self._key_lengths[:at]
-            self._value_positions = self._value_positions[:at]
-            self._value_lengths = self._value_lengths[:at]
-            self._header_positions = self._header_positions[:at]
         self.n = at
         self.c_offsets = cols.offsets
         self.c_timestamps = cols.timestamps
@@ -743,11 +737,15 @@ cdef class RecordBatchView:
         self.c_value_positions = cols.value_positions
         self.c_value_lengths = cols.value_lengths
         self.c_header_positions = cols.header_positions
-        for arr in (self._offsets, self._timestamps, self._key_positions, self._key_lengths,
-                    self._value_positions, self._value_lengths, self._header_positions):
-            arr.flags.writeable = False
+        self._columns.flags.writeable = False
         self.parsed = True
         return 0
+
+    cdef object _column(self, Py_ssize_t at, Py_ssize_t width, object dtype):
+        """A read-only numpy view of one column (``at``: its start, in bytes per record slot)."""
+        self._parse()
+        start = at * self._capacity
+        return self._columns[start:start + width * self.n].view(dtype)
 
     cdef Record _record(self, Py_ssize_t i):
         cdef Record r = Record.__new__(Record)
@@ -810,38 +808,31 @@ cdef class RecordBatchView:
 
     @property
     def offsets(self):
-        self._parse()
-        return self._offsets
+        return self._column(0, 8, np.int64)
 
     @property
     def timestamps(self):
-        self._parse()
-        return self._timestamps
+        return self._column(8, 8, np.int64)
 
     @property
     def key_positions(self):
-        self._parse()
-        return self._key_positions
+        return self._column(16, 8, np.int64)
 
     @property
     def key_lengths(self):
-        self._parse()
-        return self._key_lengths
+        return self._column(40, 4, np.int32)
 
     @property
     def value_positions(self):
-        self._parse()
-        return self._value_positions
+        return self._column(24, 8, np.int64)
 
     @property
     def value_lengths(self):
-        self._parse()
-        return self._value_lengths
+        return self._column(44, 4, np.int32)
 
     @property
     def header_positions(self):
-        self._parse()
-        return self._header_positions
+        return self._column(32, 8, np.int64)
 
     def batches(self):
         """Header fields of each batch in the view, as dicts (diagnostics and tools)."""
