@@ -373,6 +373,9 @@ def _scratch_log(log_append_time: bool) -> tuple[PartitionLog, bytes]:
     if log is not None:
         before = _log_bytes(log, log.log_start_offset)
         if len(before) < LOG_RESET_BYTES:
+            # each input meets a log that has seen no producer (idempotence_ok's premise): an
+            # earlier input's producer id would turn this one into a retry or a sequence gap
+            log.producer_state.clear()
             return log, before
         log.close()
     path = os.path.join(scratch_dir(f"append-{int(log_append_time)}"), "log")

@@ -89,3 +89,15 @@ def test_fuzz_regression(path: Path):
     data = path.read_bytes()
     with _AddressSpaceCap():
         checks.CHECKS[target](data)
+
+
+APPEND_INPUTS = [p for p in INPUTS if p.name.startswith("append_batch-")]
+
+
+@pytest.mark.parametrize("path", APPEND_INPUTS, ids=[p.stem for p in APPEND_INPUTS])
+def test_append_batch_input_twice(path: Path):
+    # the fuzzer appends input after input to one scratch log: an input whose producer id the
+    # log has already seen must meet the same oracle (append_batch-producer-seen-before.bin)
+    data = path.read_bytes()
+    checks.check_append_batch(data)
+    checks.check_append_batch(data)
