@@ -381,14 +381,9 @@ class Store:
     def _route(self, topic: str) -> TopicRoute:
         with self._lock:
             self._check_open()
-            t = self._topics.get(topic)
-            if t is None:
-                if self.auto_create_topics and isinstance(topic, str):
-                    self.create_topic(topic, self.default_partitions)
-                    t = self._topics[topic]
-                else:
-                    self._get(topic)
-                    raise AssertionError("unreachable")
+            if self.auto_create_topics and isinstance(topic, str) and topic not in self._topics:
+                self.create_topic(topic, self.default_partitions)
+            t = self._get(topic)
             return TopicRoute(topic, list(t.logs), t.config.cleanup_policy == "compact", t.config.flush == "always")
 
     # -- producers and consumers ----------------------------------------------------------------

@@ -24,7 +24,14 @@ from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
 from logstore._native.producer import ProducerCore, RecordMetadata, TopicRoute
-from logstore.errors import ConfigError, InvalidArgumentError, LogClosedError, LogstoreTimeoutError
+from logstore.errors import (
+    ConfigError,
+    InvalidArgumentError,
+    InvalidRecordError,
+    LogClosedError,
+    LogstoreTimeoutError,
+    UnknownTopicError,
+)
 
 if TYPE_CHECKING:
     from logstore.broker.store import Store
@@ -59,8 +66,6 @@ class FutureRecordMetadata(Future[RecordMetadata]):
 
 
 def _check_record(value: Any, key: Any, headers: Headers, timestamp_ms: int | None) -> None:
-    from logstore.errors import InvalidRecordError
-
     for name, b in (("value", value), ("key", key)):
         if b is not None:
             try:
@@ -221,8 +226,6 @@ class Producer(ProducerCore):
 
     def _enqueue(self, route: TopicRoute, partition: int, value: Any, key: Any, headers: Headers,
                  timestamp_ms: int | None) -> FutureRecordMetadata:
-        from logstore.errors import InvalidRecordError, UnknownTopicError
-
         if not 0 <= partition < route.partitions:
             raise UnknownTopicError(f"partition {partition} of topic {route.name!r} does not exist")
         if route.compacted and key is None:
@@ -289,8 +292,6 @@ class Producer(ProducerCore):
                                         stamped if stamped >= 0 else batch.timestamps[i]))
 
     def _append_to(self, route: TopicRoute, partition: int, batch: _Batch) -> tuple[int, Any]:
-        from logstore.errors import UnknownTopicError
-
         if partition >= route.partitions:
             raise UnknownTopicError(f"partition {partition} of topic {route.name!r} does not exist")
         log = route.logs[partition]
