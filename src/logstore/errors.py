@@ -24,6 +24,18 @@ __all__ = [
     "NoOffsetForPartitionError",
     "IllegalStateError",
     "LogstoreTimeoutError",
+    "GroupError",
+    "CommitFailedError",
+    "RebalanceInProgressError",
+    "FencedInstanceIdError",
+    "UnknownGroupError",
+    "GroupNotEmptyError",
+    "OutboxError",
+    "UnsupportedConnectionError",
+    "DeadLetterError",
+    "DeadLetterPublishError",
+    "UnknownDeadLetterError",
+    "DeadLetterStatusError",
 ]
 
 
@@ -124,3 +136,65 @@ class IllegalStateError(ConsumerError):
 
 class LogstoreTimeoutError(LogstoreError, TimeoutError):
     """An operation did not complete within its timeout."""
+
+
+# -- consumer groups ------------------------------------------------------------------------
+
+
+class GroupError(ConsumerError):
+    """Base of the errors of consumer groups (membership, commits, group admin)."""
+
+
+class CommitFailedError(GroupError):
+    """A commit was rejected: the member is not (or no longer) in the group's current generation,
+    or does not own a partition it commits; nothing was stored."""
+
+
+class RebalanceInProgressError(GroupError):
+    """The group is rebalancing; the member must rejoin before it can do this."""
+
+
+class FencedInstanceIdError(GroupError):
+    """Another consumer joined with this consumer's ``group_instance_id``: this one is fenced."""
+
+
+class UnknownGroupError(GroupError, KeyError):
+    """The group does not exist (no members and no committed offsets)."""
+
+    def __str__(self) -> str:  # KeyError would print the repr of the message
+        return str(self.args[0]) if self.args else ""
+
+
+class GroupNotEmptyError(GroupError):
+    """A group admin operation that needs an empty group (reset offsets, delete) on an active one."""
+
+
+# -- failure handling: outbox and dead letters -----------------------------------------------
+
+
+class OutboxError(LogstoreError):
+    """Base of the transactional outbox's errors."""
+
+
+class UnsupportedConnectionError(OutboxError, InvalidArgumentError):
+    """The outbox was handed a database connection of a kind it does not support."""
+
+
+class DeadLetterError(LogstoreError):
+    """Base of the dead-letter queue helpers' errors."""
+
+
+class DeadLetterPublishError(DeadLetterError):
+    """A record could not be written to its dead-letter (or retry) topic, e.g. it is too large for
+    the topic even with the dead-letter headers trimmed; the record is not skipped."""
+
+
+class UnknownDeadLetterError(DeadLetterError, KeyError):
+    """No dead-letter entry has that id (``"partition:offset"`` in the ``.dlq`` topic)."""
+
+    def __str__(self) -> str:  # KeyError would print the repr of the message
+        return str(self.args[0]) if self.args else ""
+
+
+class DeadLetterStatusError(DeadLetterError, InvalidArgumentError):
+    """The status of a dead-letter entry does not allow the operation (e.g. replaying a discarded one)."""

@@ -34,6 +34,7 @@ from logstore.broker.metadata import (
     write_partition_metadata,
 )
 from logstore.broker.topics import (
+    CONSUMER_OFFSETS_TOPIC,
     TopicConfig,
     check_collision,
     is_internal,
@@ -46,6 +47,7 @@ from logstore.errors import (
     ConfigError,
     InvalidArgumentError,
     InvalidPartitionsError,
+    InvalidTopicError,
     LogClosedError,
     TopicExistsError,
     UnknownTopicError,
@@ -58,6 +60,8 @@ if TYPE_CHECKING:
     from logstore.client.aio import AsyncConsumer, AsyncProducer
     from logstore.client.consumer import Consumer
     from logstore.client.producer import Producer
+    from logstore.groups.coordinator import GroupCoordinator
+    from logstore.groups.types import GroupDescription, GroupListing
 
 log = logging.getLogger("logstore.broker")
 
@@ -81,13 +85,22 @@ class Store:
 
     def __init__(self, path: str | os.PathLike[str], *, auto_create_topics: bool = False,
                  default_partitions: int = 1, topic_defaults: Mapping[str, Any] | None = None,
-                 cleaner: bool = True, cleaner_interval_ms: int = 15_000) -> None:
+                 cleaner: bool = True, cleaner_interval_ms: int = 15_000,
+                 offsets_retention_ms: int = 7 * 86_400_000,
+                 offsets_retention_check_interval_ms: int = 600_000) -> None:
         self.path = os.path.abspath(os.fspath(path))
         if not isinstance(auto_create_topics, bool):
             raise ConfigError("auto_create_topics must be a bool")
         self.auto_create_topics = auto_create_topics
         self.default_partitions = validate_partition_count(default_partitions)
         self.topic_defaults = TopicConfig.from_dict(topic_defaults)
+        for name, value in (("offsets_retention_ms", offsets_retention_ms),
+                            ("offsets_retention_check_interval_ms", offsets_retention_check_interval_ms)):
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ConfigError(f"{name} must be a positive int (ms), not {value!r}")
+        self._offsets_retention_ms = offsets_retention_ms
+        self._offsets_retention_check_ms = offsets_retention_check_interval_ms
+        self._coordinator: GroupCoordinator | None = None
         self._lock = threading.RLock()
         self._closed = True
         self._topics: dict[str, _Topic] = {}
@@ -167,7 +180,9 @@ class Store:
         for producer in list(self._producers):
             producer.close()
         for consumer in list(self._consumers):
-            consumer.close()
+            consumer.close()  # commits and leaves its group while the coordinator still runs
+        if self._coordinator is not None:
+            self._coordinator.close()
         with self._lock:
             self._close_logs()
             self._notifier.wake()
@@ -247,6 +262,8 @@ class Store:
         with self._lock:
             self._check_open()
             topic = self._get(name)
+            if name == CONSUMER_OFFSETS_TOPIC:
+                raise InvalidTopicError(f"{name} is internal: it holds the committed offsets of every group")
             self._meta.remove(name)
             del self._topics[name]
             self._metadata_changed(name)
@@ -366,8 +383,11 @@ class Store:
         return topic
 
     def _metadata_changed(self, topic: str) -> None:
-        """Producers drop their cached route of ``topic``; consumers re-resolve subscriptions."""
+        """Producers drop their cached route of ``topic``; consumers re-resolve subscriptions;
+        groups whose partitions it changes rebalance."""
         self._metadata_version += 1
+        if self._coordinator is not None:
+            self._coordinator.on_topic_change(topic)
         for producer in list(self._producers):
             producer._invalidate_route(topic)
         for consumer in list(self._consumers):
@@ -457,6 +477,110 @@ class Store:
         """The high watermark: the offset the next committed record gets."""
         return self.partition_log(tp).high_watermark
 
+    # -- consumer groups ------------------------------------------------------------------------
+
+    def _group_coordinator(self) -> GroupCoordinator:
+        """The coordinator of this store's consumer groups, started on first use (it creates and
+        replays ``__consumer_offsets``)."""
+        coordinator = self._coordinator
+        if coordinator is not None:
+            return coordinator
+        from logstore.groups.coordinator import GroupCoordinator
+        from logstore.groups.offsets import OffsetStore
+
+        with self._lock:
+            self._check_open()
+            if self._coordinator is None:
+                if CONSUMER_OFFSETS_TOPIC not in self._topics:
+                    # compacted: about one record per (group, partition) stays; 100 MiB segments as Kafka's
+                    self.create_topic(CONSUMER_OFFSETS_TOPIC, 1, {"cleanup_policy": "compact",
+                                                                  "segment_bytes": 100 << 20})
+                offsets = OffsetStore(self._topics[CONSUMER_OFFSETS_TOPIC].logs[0])
+                self._coordinator = GroupCoordinator(
+                    offsets, self._partition_count, self._log_end_offset, self._notifier,
+                    offsets_retention_ms=self._offsets_retention_ms,
+                    offsets_retention_check_interval_ms=self._offsets_retention_check_ms)
+            return self._coordinator
+
+    def _partition_count(self, topic: str) -> int | None:
+        # lock-free (the coordinator calls it under its own lock): a dict lookup and an int read
+        t = self._topics.get(topic)
+        return t.record.partitions if t is not None else None
+
+    def _log_end_offset(self, tp: TopicPartition) -> int | None:
+        t = self._topics.get(tp.topic)
+        if t is None or not 0 <= tp.partition < len(t.logs):
+            return None
+        try:
+            return t.logs[tp.partition].high_watermark
+        except LogClosedError:
+            return None
+
+    def list_groups(self) -> list[GroupListing]:
+        """Every consumer group with members or committed offsets: id, state, member count."""
+        self._check_open()
+        return self._group_coordinator().list_groups()
+
+    def describe_group(self, group_id: str) -> GroupDescription:
+        """State, generation, assignor, members and their partitions, and per partition the
+        committed offset, log end offset and lag (UnknownGroupError for an unknown group)."""
+        self._check_open()
+        if not isinstance(group_id, str):
+            raise InvalidArgumentError(f"a group id is a str, not {type(group_id).__name__}")
+        return self._group_coordinator().describe_group(group_id)
+
+    def delete_group(self, group_id: str) -> None:
+        """Delete an empty group and its committed offsets (GroupNotEmptyError if it has members)."""
+        self._check_open()
+        self._group_coordinator().delete_group(group_id)
+
+    def reset_offsets(self, group_id: str, to: str = "earliest", *, topics: Iterable[str] | None = None,
+                      partitions: Iterable[TopicPartition | tuple[str, int]] | None = None,
+                      offset: int | None = None, timestamp: int | None = None,
+                      dry_run: bool = False) -> dict[TopicPartition, int]:
+        """Move an empty group's committed offsets (as kafka-consumer-groups --reset-offsets):
+        ``to`` is "earliest", "latest", "offset" (with ``offset``) or "timestamp" (with
+        ``timestamp`` in ms: the first record at or after it, else the log end). Applies to
+        ``partitions``, or every partition of ``topics``, or every partition the group has
+        offsets for. Returns the new offsets; ``dry_run`` computes them without storing."""
+        self._check_open()
+        if to not in ("earliest", "latest", "offset", "timestamp"):
+            raise InvalidArgumentError(f"to={to!r}: expected earliest, latest, offset or timestamp")
+        if (to == "offset") != (offset is not None) or (to == "timestamp") != (timestamp is not None):
+            raise InvalidArgumentError("give offset= exactly with to='offset' and timestamp= exactly with "
+                                       "to='timestamp'")
+        for name, v in (("offset", offset), ("timestamp", timestamp)):
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 0):
+                raise InvalidArgumentError(f"{name} must be a non-negative int, not {v!r}")
+        coordinator = self._group_coordinator()
+        if partitions is not None:
+            tps = [TopicPartition(*tp) for tp in partitions]
+            for tp in tps:
+                self.partition_log(tp)  # UnknownTopicError if it does not exist
+        elif topics is not None:
+            tps = self.topic_partitions(list(topics))
+        else:
+            known = coordinator.describe_group(group_id)
+            tps = [TopicPartition(p.topic, p.partition) for p in known.partitions]
+        coordinator.check_empty(group_id)
+        new: dict[TopicPartition, int] = {}
+        for tp in tps:
+            plog = self.partition_log(tp)
+            if to == "earliest":
+                new[tp] = plog.log_start_offset
+            elif to == "latest":
+                new[tp] = plog.high_watermark
+            elif to == "offset":
+                assert offset is not None  # clamped into the log, as the Kafka tool does
+                new[tp] = min(max(offset, plog.log_start_offset), plog.high_watermark)
+            else:
+                assert timestamp is not None
+                found = plog.offset_for_timestamp(timestamp)
+                new[tp] = found[0] if found is not None and found[0] < plog.high_watermark else plog.high_watermark
+        if not dry_run:
+            coordinator.reset_offsets(group_id, new)
+        return new
+
     def flush(self) -> None:
         """fsync every partition (a checkpoint of everything appended so far)."""
         with self._lock:
@@ -472,7 +596,8 @@ def open(path: str | os.PathLike[str], **options: Any) -> Store:  # noqa: A001 -
     Options: ``auto_create_topics`` (False), ``default_partitions`` (1, for auto-created topics),
     ``topic_defaults`` (a dict of topic config overriding Kafka's defaults for new topics),
     ``cleaner`` (True: run retention and compaction in a background thread),
-    ``cleaner_interval_ms``."""
+    ``cleaner_interval_ms``, ``offsets_retention_ms`` (7 days: committed offsets of a group that
+    stays empty this long are deleted) and ``offsets_retention_check_interval_ms`` (10 minutes)."""
     return Store(path, **options)
 
 

@@ -1,13 +1,16 @@
-"""The consumer: ``store.consumer(...)`` — manual assignment or subscription without a group.
+"""The consumer: ``store.consumer(...)`` — manual assignment, or subscription alone or in a group.
 
 ``poll`` reads whole batches from each assigned partition below its high watermark (zero-copy
 views, records materialised natively) and blocks, without spinning, until data arrives or the
 timeout passes: appenders bump the store's :class:`AppendNotifier` and wake waiting consumers.
 
-Positions are kept in memory (consumer groups with committed offsets build on this). A
-partition without a position starts where ``auto_offset_reset`` says: "earliest" (log start),
-"latest" (high watermark) or "none" (:class:`NoOffsetForPartitionError`); the same policy
-applies when a position falls out of range (retention deleted it).
+Positions are kept in memory. With a ``group_id``, a subscribing consumer is a member of that
+consumer group (``logstore.groups``): the group's assignor gives it its share of the partitions,
+``commit`` stores positions in ``__consumer_offsets``, and a newly assigned partition starts at
+its committed offset. A partition without a position (or committed offset) starts where
+``auto_offset_reset`` says: "earliest" (log start), "latest" (high watermark) or "none"
+(:class:`NoOffsetForPartitionError`); the same policy applies when a position falls out of range
+(retention deleted it).
 
 A consumer is meant for one thread at a time, as Kafka's; ``wakeup()`` may be called from any
 thread to end a blocked ``poll`` early.
@@ -15,9 +18,11 @@ thread to end a blocked ``poll`` early.
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from logstore._native.codec import Record, RecordBatchView
@@ -27,14 +32,21 @@ from logstore.errors import (
     IllegalStateError,
     InvalidArgumentError,
     LogClosedError,
+    LogstoreError,
     NoOffsetForPartitionError,
     OffsetOutOfRangeError,
     UnknownTopicError,
 )
+from logstore.groups.assignors import resolve_assignors
+from logstore.groups.membership import GroupMembership
+from logstore.groups.offsets import OffsetAndMetadata
 
 if TYPE_CHECKING:
+    from logstore._native.core import AppendNotifier
     from logstore.broker.store import Store
     from logstore.log.partition import PartitionLog
+
+log = logging.getLogger("logstore.consumer")
 
 _DEFAULTS: dict[str, Any] = {
     "topics": None,
@@ -48,9 +60,60 @@ _DEFAULTS: dict[str, Any] = {
     "value_deserializer": None,
     "consumer_timeout_ms": None,
     "client_id": None,
-    "enable_auto_commit": None,
+    "enable_auto_commit": True,
+    "auto_commit_interval_ms": 5_000,
+    "session_timeout_ms": 10_000,
+    "heartbeat_interval_ms": 1_000,
+    "max_poll_interval_ms": 300_000,
+    "partition_assignment_strategy": "cooperative-sticky",
+    "group_instance_id": None,
+    "listener": None,
 }
 _RESETS = ("earliest", "latest", "none")
+
+
+def _check_group_config(cfg: dict[str, Any]) -> None:
+    group_id = cfg["group_id"]
+    if group_id is not None and (not isinstance(group_id, str) or not group_id):
+        raise ConfigError(f"group_id must be a non-empty str, not {group_id!r}")
+    instance = cfg["group_instance_id"]
+    if instance is not None and (not isinstance(instance, str) or not instance):
+        raise ConfigError(f"group_instance_id must be a non-empty str, not {instance!r}")
+    if group_id is None and instance is not None:
+        raise ConfigError("group_instance_id needs a group_id")
+    for name in ("auto_commit_interval_ms", "session_timeout_ms", "heartbeat_interval_ms", "max_poll_interval_ms"):
+        v = cfg[name]
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0:
+            raise ConfigError(f"{name} must be a positive number of milliseconds, not {v!r}")
+    if cfg["heartbeat_interval_ms"] >= cfg["session_timeout_ms"]:
+        raise ConfigError(f"heartbeat_interval_ms ({cfg['heartbeat_interval_ms']}) must be lower than "
+                          f"session_timeout_ms ({cfg['session_timeout_ms']}); a third of it is usual")
+    if not isinstance(cfg["enable_auto_commit"], bool):
+        raise ConfigError("enable_auto_commit must be a bool")
+    resolve_assignors(cfg["partition_assignment_strategy"])  # ConfigError before anything is created
+
+
+def _offsets_arg(offsets: Mapping[Any, Any]) -> dict[TopicPartition, OffsetAndMetadata]:
+    if not isinstance(offsets, Mapping):
+        raise InvalidArgumentError(
+            f"offsets must be a mapping of TopicPartition to offset, not {type(offsets).__name__}")
+    out = {}
+    for tp, value in offsets.items():
+        if not isinstance(tp, tuple) or len(tp) != 2 or not isinstance(tp[0], str) or isinstance(tp[1], bool) \
+                or not isinstance(tp[1], int):
+            raise InvalidArgumentError(f"commit() keys are TopicPartition(topic, partition), not {tp!r}")
+        if isinstance(value, OffsetAndMetadata):
+            om = value
+        elif isinstance(value, int) and not isinstance(value, bool):
+            om = OffsetAndMetadata(value)
+        else:
+            raise InvalidArgumentError(f"commit() values are offsets (int) or OffsetAndMetadata, not {value!r}")
+        if isinstance(om.offset, bool) or not isinstance(om.offset, int) or om.offset < 0:
+            raise InvalidArgumentError(f"cannot commit offset {om.offset!r} for {tp[0]}-{tp[1]}: offsets are >= 0")
+        if not isinstance(om.metadata, str):
+            raise InvalidArgumentError(f"commit metadata must be a str, not {type(om.metadata).__name__}")
+        out[TopicPartition(*tp)] = om
+    return out
 
 
 class ConsumerRecord(NamedTuple):
@@ -73,9 +136,7 @@ class Consumer:
         if unknown:
             raise ConfigError(f"unknown consumer config {', '.join(unknown)}; known: {', '.join(sorted(_DEFAULTS))}")
         cfg = {**_DEFAULTS, **config}
-        if cfg["group_id"] is not None:
-            raise ConfigError("group_id: consumer groups are not available yet; use assign() or subscribe() "
-                              "without a group")
+        _check_group_config(cfg)
         if cfg["auto_offset_reset"] not in _RESETS:
             raise ConfigError(f"auto_offset_reset={cfg['auto_offset_reset']!r}; expected one of {', '.join(_RESETS)}")
         for name in ("max_poll_records", "max_partition_fetch_bytes", "fetch_max_bytes"):
@@ -111,8 +172,14 @@ class Consumer:
         self._stale = False
         self._next = 0  # round-robin start among the assigned partitions
         self._woken = False
+        self._group: GroupMembership | None = None
+        self._group_id: str | None = cfg["group_id"]
+        if self._group_id is not None:
+            self._group = GroupMembership(self, store._group_coordinator(), self._group_id, cfg)
         if cfg["topics"] is not None or cfg["pattern"] is not None:
-            self.subscribe(cfg["topics"], pattern=cfg["pattern"])
+            self.subscribe(cfg["topics"], pattern=cfg["pattern"], listener=cfg["listener"])
+        elif cfg["listener"] is not None:
+            raise ConfigError("listener is for subscriptions: give topics or pattern too")
 
     # -- assignment -----------------------------------------------------------------------------
 
@@ -126,19 +193,27 @@ class Consumer:
             tp = TopicPartition(*tp)
             self._store.partition_log(tp)  # UnknownTopicError if it does not exist
             tps.append(tp)
+        if self._group is not None and self._group.topics is not None:
+            self._group.unsubscribe()
         self._subscription = None
         self._pattern = None
         self._manual = True
         self._set_assignment(tps)
 
     def subscribe(self, topics: Iterable[str] | str | None = None,
-                  pattern: str | re.Pattern[str] | None = None) -> None:
+                  pattern: str | re.Pattern[str] | None = None, listener: Any = None) -> None:
         """Read every partition of ``topics``, or of every topic matching ``pattern`` (a regex
         matched against the whole name; topics created later join). Without a group id this
-        consumer gets all partitions."""
+        consumer gets all partitions; with one, its share of them, and ``listener`` (a
+        :class:`~logstore.groups.ConsumerRebalanceListener`) hears of every change."""
         self._check_open()
         if (topics is None) == (pattern is None):
             raise IllegalStateError("subscribe to topics or to a pattern (exactly one)")
+        if listener is not None:
+            if self._group is None:
+                raise IllegalStateError("a rebalance listener needs a group_id")
+            if not any(hasattr(listener, n) for n in ("on_partitions_revoked", "on_partitions_assigned")):
+                raise InvalidArgumentError("listener needs on_partitions_revoked / on_partitions_assigned methods")
         if pattern is not None:
             try:
                 self._pattern = pattern if isinstance(pattern, re.Pattern) else re.compile(pattern)
@@ -152,9 +227,13 @@ class Consumer:
             self._subscription = names
             self._pattern = None
         self._manual = False
+        if self._group is not None:
+            self._group.listener = listener
         self._refresh_subscription()
 
     def unsubscribe(self) -> None:
+        if self._group is not None and self._group.topics is not None:
+            self._group.unsubscribe()
         self._subscription = None
         self._pattern = None
         self._manual = False
@@ -170,6 +249,16 @@ class Consumer:
 
     def _refresh_subscription(self) -> None:
         self._stale = False
+        if self._group is not None and not self._manual:
+            # in a group, the subscription is a list of topic names; the group assigns partitions
+            if self._pattern is not None:
+                self._group.set_topics(tp.topic for tp in self._store.topic_partitions(pattern=self._pattern))
+            elif self._subscription is not None:
+                self._group.set_topics(self._subscription)
+            else:
+                return
+            self._set_assignment(self._assignment)  # re-resolve logs of topics deleted or re-created
+            return
         if self._pattern is not None:
             tps = self._store.topic_partitions(pattern=self._pattern)
         elif self._subscription is not None:
@@ -205,6 +294,17 @@ class Consumer:
         self._paused &= set(self._assignment)
         self._next = 0
 
+    def _group_assignment(self, tps: set[TopicPartition], added: Iterable[TopicPartition] = (),
+                          committed: Mapping[TopicPartition, int] | None = None) -> None:
+        """The group gave this consumer ``tps`` (``added`` are new, starting at ``committed``)."""
+        for tp in added:
+            self._positions.pop(tp, None)
+            self._buffers.pop(tp, None)
+        self._set_assignment(sorted(tps))
+        for tp, offset in (committed or {}).items():
+            if tp in self._logs:
+                self._positions[tp] = offset
+
     def _on_metadata_change(self) -> None:
         # called by the store under its lock: just mark; the consumer's thread re-resolves
         self._stale = True
@@ -229,6 +329,11 @@ class Consumer:
         return tp, plog
 
     def _reset_position(self, tp: TopicPartition, plog: PartitionLog, why: str) -> int:
+        if why == "no position" and self._group_id is not None:
+            committed = self._store._group_coordinator().committed(self._group_id, [tp])[tp]
+            if committed is not None:
+                self._set_position(tp, committed.offset)
+                return committed.offset
         if self._reset == "earliest":
             pos = plog.log_start_offset
         elif self._reset == "latest":
@@ -320,10 +425,25 @@ class Consumer:
             raise InvalidArgumentError(f"max_records must be a positive int, not {max_records!r}")
         deadline = time.monotonic() + timeout
         notifier = self._notifier
+        group = self._group
+        if group is not None:
+            group.last_poll = time.monotonic()
+            group.in_poll = True
+        try:
+            return self._poll(deadline, limit, notifier, group)
+        finally:
+            if group is not None:
+                group.last_poll = time.monotonic()
+                group.in_poll = False
+
+    def _poll(self, deadline: float, limit: int, notifier: AppendNotifier, group: GroupMembership | None
+              ) -> list[Any]:
         while True:
             seen = notifier.current_version
             if self._stale:
                 self._revalidate()
+            if group is not None:
+                group.step()  # membership first: never fetch a partition this consumer has lost
             records = self._fetch(limit)
             if records:
                 if self._key_deserializer is not None or self._value_deserializer is not None:
@@ -446,10 +566,101 @@ class Consumer:
                 return
             yield from records
 
+    # -- committed offsets (groups) -------------------------------------------------------------
+
+    def _membership(self) -> GroupMembership:
+        if self._group is None:
+            raise IllegalStateError("committed offsets belong to a consumer group: create the consumer with a "
+                                    "group_id")
+        return self._group
+
+    def commit(self, offsets: Mapping[TopicPartition | tuple[str, int], int | OffsetAndMetadata] | None = None
+               ) -> None:
+        """Store offsets for the group: by default the position of every assigned partition (the
+        next record poll would return), or the ``{tp: offset or OffsetAndMetadata}`` given.
+        Raises :class:`~logstore.errors.CommitFailedError` if the group rebalanced and this member
+        no longer owns a partition (or was removed): nothing is stored then."""
+        self._check_open()
+        group = self._membership()
+        if offsets is None:
+            prepared = {tp: OffsetAndMetadata(pos) for tp, pos in self._positions.items() if tp in self._logs}
+        else:
+            prepared = _offsets_arg(offsets)
+        group.commit(prepared)
+
+    def commit_async(self, offsets: Mapping[TopicPartition | tuple[str, int], int | OffsetAndMetadata] | None = None,
+                     callback: Callable[[dict[TopicPartition, OffsetAndMetadata], BaseException | None], Any] | None
+                     = None) -> Future[dict[TopicPartition, OffsetAndMetadata]]:
+        """``commit`` without raising: in-process, a commit is one append, so it runs at once;
+        the result (or error) goes to ``callback(offsets, exception)`` and the returned future."""
+        future: Future[dict[TopicPartition, OffsetAndMetadata]] = Future()
+        try:
+            self._check_open()
+            group = self._membership()
+            if offsets is None:
+                prepared = {tp: OffsetAndMetadata(p) for tp, p in self._positions.items() if tp in self._logs}
+            else:
+                prepared = _offsets_arg(offsets)
+            group.commit(prepared)
+        except LogstoreError as e:
+            future.set_exception(e)
+            if callback is not None:
+                callback({}, e)
+        else:
+            future.set_result(prepared)
+            if callback is not None:
+                callback(prepared, None)
+        return future
+
+    def committed(self, tps: TopicPartition | tuple[str, int] | Iterable[TopicPartition | tuple[str, int]]
+                  ) -> Any:
+        """The committed ``OffsetAndMetadata`` of a partition (None if none), or a dict of them
+        for an iterable of partitions."""
+        self._check_open()
+        self._membership()
+        assert self._group_id is not None
+        coordinator = self._store._group_coordinator()
+        if isinstance(tps, tuple) and len(tps) == 2 and isinstance(tps[0], str):
+            tp = TopicPartition(*tps)
+            return coordinator.committed(self._group_id, [tp])[tp]
+        return coordinator.committed(self._group_id, [TopicPartition(*tp) for tp in tps])
+
+    def _abandon(self) -> None:
+        """Stop as a crashed process would: no more heartbeats, polls or commits, and no leaving
+        the group (the coordinator removes the member when its session times out). For tests."""
+        if self._group is not None:
+            self._group.abandon()
+        self._closed = True
+        self._notifier.wake()
+        self._store._consumers.discard(self)
+
+    @property
+    def group_id(self) -> str | None:
+        return self._group_id
+
+    @property
+    def member_id(self) -> str | None:
+        """This consumer's member id in its group (None outside a group or before joining)."""
+        member = self._group.member if self._group is not None else None
+        return member.member_id if member is not None else None
+
+    @property
+    def generation(self) -> int:
+        """The group generation of this consumer's assignment (-1 outside a group)."""
+        return self._group.generation if self._group is not None else -1
+
     def close(self) -> None:
-        """Stop consuming; a blocked poll returns. Idempotent."""
+        """Commit (with auto-commit), leave the group, stop consuming; a blocked poll returns.
+        Idempotent."""
         if self._closed:
             return
+        if self._group is not None and not self._store.closed:
+            try:
+                self._group.close()
+            except LogstoreError as e:
+                log.warning("consumer of group %s: closing its membership failed: %s", self._group_id, e)
+        elif self._group is not None:
+            self._group.abandon()
         self._closed = True
         self._notifier.wake()
         self._store._consumers.discard(self)
