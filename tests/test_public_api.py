@@ -12,12 +12,15 @@ def test_package_all_is_exact():
         "open", "Store", "TopicConfig", "TopicDescription", "PartitionDescription", "TopicPartition",
         "Producer", "RecordMetadata", "FutureRecordMetadata", "Consumer", "ConsumerRecord",
         "AsyncProducer", "AsyncConsumer",
+        # consumer groups
+        "OffsetAndMetadata", "ConsumerRebalanceListener", "PartitionAssignor",
         # errors
         "ConfigError", "CorruptRecordError", "InvalidArgumentError", "InvalidRecordError",
         "LogClosedError", "LogstoreError", "OffsetOutOfRangeError", "RecordTooLargeError",
         "UnsupportedCodecError", "TopicError", "InvalidTopicError", "TopicExistsError", "UnknownTopicError",
         "InvalidPartitionsError", "ProducerError", "OutOfOrderSequenceError", "ProducerFencedError",
         "ConsumerError", "NoOffsetForPartitionError", "IllegalStateError", "LogstoreTimeoutError",
+        "GroupError", "CommitFailedError", "FencedInstanceIdError", "UnknownGroupError", "GroupNotEmptyError",
         "__version__", "errors",
     ])
     for name in logstore.__all__:
@@ -45,3 +48,15 @@ def test_py_typed_marker_ships():
     import importlib.resources
 
     assert importlib.resources.files("logstore").joinpath("py.typed").is_file()
+
+
+def test_groups_all_is_exact():
+    import logstore.groups
+
+    assert sorted(logstore.groups.__all__) == sorted([
+        "ConsumerRebalanceListener", "OffsetAndMetadata", "PartitionAssignor", "MemberMetadata",
+        "RangeAssignor", "RoundRobinAssignor", "StickyAssignor", "CooperativeStickyAssignor",
+        "GroupDescription", "GroupListing", "MemberDescription", "PartitionLag",
+    ])
+    for name in logstore.groups.__all__:
+        assert hasattr(logstore.groups, name), name

@@ -13,9 +13,13 @@ from logstore.client import (
     RecordMetadata,
 )
 from logstore.errors import (
+    CommitFailedError,
     ConfigError,
     ConsumerError,
     CorruptRecordError,
+    FencedInstanceIdError,
+    GroupError,
+    GroupNotEmptyError,
     IllegalStateError,
     InvalidArgumentError,
     InvalidPartitionsError,
@@ -32,9 +36,11 @@ from logstore.errors import (
     RecordTooLargeError,
     TopicError,
     TopicExistsError,
+    UnknownGroupError,
     UnknownTopicError,
     UnsupportedCodecError,
 )
+from logstore.groups import ConsumerRebalanceListener, OffsetAndMetadata, PartitionAssignor
 from logstore.log import LogConfig, PartitionLog, RecoveryReport
 
 __version__ = "0.1.0"
@@ -42,12 +48,17 @@ __version__ = "0.1.0"
 __all__ = [
     "AsyncConsumer",
     "AsyncProducer",
+    "CommitFailedError",
     "ConfigError",
     "Consumer",
     "ConsumerError",
+    "ConsumerRebalanceListener",
     "ConsumerRecord",
     "CorruptRecordError",
+    "FencedInstanceIdError",
     "FutureRecordMetadata",
+    "GroupError",
+    "GroupNotEmptyError",
     "IllegalStateError",
     "InvalidArgumentError",
     "InvalidPartitionsError",
@@ -58,8 +69,10 @@ __all__ = [
     "LogstoreError",
     "LogstoreTimeoutError",
     "NoOffsetForPartitionError",
+    "OffsetAndMetadata",
     "OffsetOutOfRangeError",
     "OutOfOrderSequenceError",
+    "PartitionAssignor",
     "PartitionDescription",
     "PartitionLog",
     "Producer",
@@ -76,6 +89,7 @@ __all__ = [
     "TopicError",
     "TopicExistsError",
     "TopicPartition",
+    "UnknownGroupError",
     "UnknownTopicError",
     "UnsupportedCodecError",
     "__version__",

@@ -26,7 +26,6 @@ __all__ = [
     "LogstoreTimeoutError",
     "GroupError",
     "CommitFailedError",
-    "RebalanceInProgressError",
     "FencedInstanceIdError",
     "UnknownGroupError",
     "GroupNotEmptyError",
@@ -148,10 +147,6 @@ class GroupError(ConsumerError):
 class CommitFailedError(GroupError):
     """A commit was rejected: the member is not (or no longer) in the group's current generation,
     or does not own a partition it commits; nothing was stored."""
-
-
-class RebalanceInProgressError(GroupError):
-    """The group is rebalancing; the member must rejoin before it can do this."""
 
 
 class FencedInstanceIdError(GroupError):

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 from logstore._native.producer import RecordMetadata, TopicRoute
 from logstore.broker.types import TopicPartition
 from logstore.errors import IllegalStateError, InvalidArgumentError, LogClosedError
+from logstore.groups.offsets import OffsetAndMetadata
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -571,11 +572,29 @@ class AsyncConsumer:
         self._consumer.assign(partitions)
         self._wake_waiting()
 
-    def subscribe(self, topics: Iterable[str] | str | None = None, pattern: str | None = None) -> None:
-        """Read every partition of ``topics``, or of the topics matching ``pattern``."""
+    def subscribe(self, topics: Iterable[str] | str | None = None, pattern: str | None = None,
+                  listener: Any = None) -> None:
+        """Read every partition of ``topics``, or of the topics matching ``pattern`` (with a
+        ``group_id``: this consumer's share, ``listener`` hearing of rebalances; its callbacks
+        run in the event loop's thread)."""
         self._rewind()
-        self._consumer.subscribe(topics, pattern=pattern)
+        self._consumer.subscribe(topics, pattern=pattern, listener=listener)
         self._wake_waiting()
+
+    # -- committed offsets (groups) -----------------------------------------------------------
+
+    async def commit(self, offsets: Mapping[PartitionArg, int | OffsetAndMetadata] | None = None) -> None:
+        """Commit the positions of the records handed out so far (read-ahead ones are given
+        back first), or the offsets given; see :meth:`Consumer.commit`."""
+        self._check_open()
+        self._rewind()
+        self._consumer.commit(offsets)
+
+    async def committed(self, partition: PartitionArg) -> OffsetAndMetadata | None:
+        """The group's committed offset of ``partition`` (None if there is none)."""
+        self._check_open()
+        result: OffsetAndMetadata | None = self._consumer.committed(partition)
+        return result
 
     def unsubscribe(self) -> None:
         self._rewind()

@@ -582,11 +582,15 @@ class Consumer:
         no longer owns a partition (or was removed): nothing is stored then."""
         self._check_open()
         group = self._membership()
-        if offsets is None:
-            prepared = {tp: OffsetAndMetadata(pos) for tp, pos in self._positions.items() if tp in self._logs}
-        else:
-            prepared = _offsets_arg(offsets)
-        group.commit(prepared)
+        group.commit(self._position_offsets() if offsets is None else _offsets_arg(offsets))
+
+    def _position_offsets(self, tps: Iterable[TopicPartition] | None = None) -> dict[TopicPartition, OffsetAndMetadata]:
+        """Positions as offsets to commit, with the partition's current leader epoch (as Kafka's
+        clients record the epoch of the last record fetched)."""
+        positions = self._positions
+        logs = self._logs
+        return {tp: OffsetAndMetadata(positions[tp], "", logs[tp].leader_epoch)
+                for tp in (positions if tps is None else tps) if tp in positions and tp in logs}
 
     def commit_async(self, offsets: Mapping[TopicPartition | tuple[str, int], int | OffsetAndMetadata] | None = None,
                      callback: Callable[[dict[TopicPartition, OffsetAndMetadata], BaseException | None], Any] | None
@@ -597,10 +601,7 @@ class Consumer:
         try:
             self._check_open()
             group = self._membership()
-            if offsets is None:
-                prepared = {tp: OffsetAndMetadata(p) for tp, p in self._positions.items() if tp in self._logs}
-            else:
-                prepared = _offsets_arg(offsets)
+            prepared = self._position_offsets() if offsets is None else _offsets_arg(offsets)
             group.commit(prepared)
         except LogstoreError as e:
             future.set_exception(e)

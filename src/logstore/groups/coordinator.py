@@ -205,9 +205,12 @@ class GroupCoordinator:
             if member is not None and member.fenced is not None:
                 member = None  # removed meanwhile: join as a new member
             names = [a.name for a in assignors]
-            if g.members and not any(set(names) & set(m.protocols) for m in g.members.values() if m.assignors):
+            others = [set(m.protocols) for m in g.members.values()
+                      if m.assignors and (member is None or m is not member)]
+            common = set.intersection(*others) if others else set(names)
+            if not common & set(names):
                 raise ConfigError(f"group {group_id!r}: no partition_assignment_strategy in common with its members "
-                                  f"({', '.join(names)} vs {', '.join(sorted(self._protocols(g)))})")
+                                  f"(this consumer: {', '.join(names)}; the group's: {', '.join(sorted(common))})")
             now = time.monotonic()
             if member is None:
                 member_id = f"{group_instance_id or client_id or 'consumer'}-{uuid.uuid4().hex[:12]}"
@@ -313,9 +316,6 @@ class GroupCoordinator:
             record = self._offsets.groups.get(group_id)
             g = self._groups[group_id] = Group(group_id, record.generation if record is not None else 0)
         return g
-
-    def _protocols(self, g: Group) -> set[str]:
-        return {p for m in g.members.values() for p in m.protocols}
 
     def _prepare(self, g: Group, reason: str) -> int:
         """Start a round (if none is running); returns its number."""

@@ -195,8 +195,8 @@ class GroupMembership:
 
     def _positions(self, tps: Iterable[TopicPartition]) -> dict[TopicPartition, OffsetAndMetadata]:
         positions = self._consumer._positions
-        return {tp: OffsetAndMetadata(positions[tp]) for tp in tps
-                if tp in positions and self._committed_positions.get(tp) != positions[tp]}
+        done = self._committed_positions
+        return self._consumer._position_offsets([tp for tp in tps if tp in positions and done.get(tp) != positions[tp]])
 
     def _auto_commit(self) -> None:
         self._next_auto_commit = time.monotonic() + self.auto_commit_interval
