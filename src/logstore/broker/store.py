@@ -297,6 +297,8 @@ class Store:
         with self._lock:
             self._check_open()
             topic = self._get(name)
+            if name == CONSUMER_OFFSETS_TOPIC:
+                raise InvalidPartitionsError(f"{name} is internal: its partition count is fixed")
             total = validate_partition_count(total)
             current = topic.record.partitions
             if total <= current:

@@ -18,7 +18,9 @@ import click
 from logstore import __version__
 from logstore.cli.consume import consume
 from logstore.cli.demo import demo
+from logstore.cli.dlq import dlq
 from logstore.cli.dump import dump
+from logstore.cli.groups import groups
 from logstore.cli.output import CliContext
 from logstore.cli.produce import produce
 from logstore.cli.topics import topics
@@ -113,6 +115,8 @@ cli.add_command(produce)
 cli.add_command(consume)
 cli.add_command(dump)
 cli.add_command(demo)
+cli.add_command(groups)
+cli.add_command(dlq)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

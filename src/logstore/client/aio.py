@@ -583,7 +583,7 @@ class AsyncConsumer:
 
     # -- committed offsets (groups) -----------------------------------------------------------
 
-    async def commit(self, offsets: Mapping[PartitionArg, int | OffsetAndMetadata] | None = None) -> None:
+    async def commit(self, offsets: Mapping[Any, int | OffsetAndMetadata] | None = None) -> None:
         """Commit the positions of the records handed out so far (read-ahead ones are given
         back first), or the offsets given; see :meth:`Consumer.commit`."""
         self._check_open()

@@ -574,8 +574,7 @@ class Consumer:
                                     "group_id")
         return self._group
 
-    def commit(self, offsets: Mapping[TopicPartition | tuple[str, int], int | OffsetAndMetadata] | None = None
-               ) -> None:
+    def commit(self, offsets: Mapping[Any, int | OffsetAndMetadata] | None = None) -> None:
         """Store offsets for the group: by default the position of every assigned partition (the
         next record poll would return), or the ``{tp: offset or OffsetAndMetadata}`` given.
         Raises :class:`~logstore.errors.CommitFailedError` if the group rebalanced and this member
@@ -592,7 +591,7 @@ class Consumer:
         return {tp: OffsetAndMetadata(positions[tp], "", logs[tp].leader_epoch)
                 for tp in (positions if tps is None else tps) if tp in positions and tp in logs}
 
-    def commit_async(self, offsets: Mapping[TopicPartition | tuple[str, int], int | OffsetAndMetadata] | None = None,
+    def commit_async(self, offsets: Mapping[Any, int | OffsetAndMetadata] | None = None,
                      callback: Callable[[dict[TopicPartition, OffsetAndMetadata], BaseException | None], Any] | None
                      = None) -> Future[dict[TopicPartition, OffsetAndMetadata]]:
         """``commit`` without raising: in-process, a commit is one append, so it runs at once;
@@ -655,16 +654,22 @@ class Consumer:
         Idempotent."""
         if self._closed:
             return
-        if self._group is not None and not self._store.closed:
+        error: BaseException | None = None
+        coordinator = self._store._coordinator
+        if self._group is not None and coordinator is not None and not coordinator.closed:
             try:
                 self._group.close()
             except LogstoreError as e:
                 log.warning("consumer of group %s: closing its membership failed: %s", self._group_id, e)
+            except BaseException as e:  # the listener's: raised once the consumer is closed
+                error = e
         elif self._group is not None:
             self._group.abandon()
         self._closed = True
         self._notifier.wake()
         self._store._consumers.discard(self)
+        if error is not None:
+            raise error
 
     @property
     def closed(self) -> bool:

@@ -23,6 +23,7 @@ import heapq
 import inspect
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
+from itertools import repeat
 from typing import ClassVar, NamedTuple
 
 from logstore.broker.types import TopicPartition
@@ -177,6 +178,7 @@ class _StickyPlanner:
         self.partitions_per_topic = partitions_per_topic
         # each member's subscribed topics that exist, sorted: the member's iteration order everywhere
         self.topics_of = [sorted({t for t in members[m].topics if t in partitions_per_topic}) for m in self.order]
+        self.subscribes = [set(topics) for topics in self.topics_of]
         self.subscribers: dict[str, list[int]] = {}
         for index, topics in enumerate(self.topics_of):
             for topic in topics:
@@ -193,11 +195,12 @@ class _StickyPlanner:
         owners: dict[tuple[str, int], list[int]] = {}
         for index, member_id in enumerate(self.order):
             generation = members[member_id].generation
-            for topic, partition in members[member_id].owned_partitions:
-                if not 0 <= partition < self.partitions_per_topic.get(topic, 0):
-                    continue  # the topic was deleted (or the partition never existed)
-                key = (topic, partition)
+            for key in members[member_id].owned_partitions:
                 previous = best_generation.get(key)
+                if previous is None:
+                    topic, partition = key
+                    if not 0 <= partition < self.partitions_per_topic.get(topic, 0):
+                        continue  # the topic was deleted (or the partition never existed)
                 if previous is None or generation > previous:
                     best_generation[key] = generation
                     owners[key] = [index]
@@ -209,7 +212,7 @@ class _StickyPlanner:
         taken = {topic: bytearray(self.partitions_per_topic[topic]) for topic in self.subscribers}
         for (topic, partition), claimants in self.owners.items():
             # a partition two members claim in the same generation stays with neither (as in Kafka)
-            if len(claimants) == 1 and topic in taken and claimants[0] in self.subscribers[topic]:
+            if len(claimants) == 1 and topic in self.subscribes[claimants[0]]:
                 self.kept[claimants[0]].setdefault(topic, []).append(partition)
                 self.load[claimants[0]] += 1
                 taken[topic][partition] = 1
@@ -224,7 +227,7 @@ class _StickyPlanner:
             partitions_of_member: list[TopicPartition] = []
             for topic in self.topics_of[index]:
                 partitions = self.kept[index].get(topic, []) + self.fresh[index].get(topic, [])
-                partitions_of_member.extend(TopicPartition(topic, p) for p in sorted(partitions))
+                partitions_of_member.extend(map(TopicPartition, repeat(topic), sorted(partitions)))
             plan[member_id] = partitions_of_member
         return plan
 
@@ -264,6 +267,8 @@ class _StickyPlanner:
             if level - min(load[i] for i in active) < 2:
                 return
             sources = [i for i in active if load[i] == level]
+            if self._hand_over_directly(sources, active, settled, fresh_only):
+                continue
             light, parent, reached = self._find_path(sources, level, settled, fresh_only)
             if light < 0:
                 for index in reached:
@@ -272,12 +277,59 @@ class _StickyPlanner:
             receiver = light
             while receiver in parent:
                 giver, topic = parent[receiver]
-                movable = self.fresh[giver].get(topic)
-                partition = movable.pop() if movable else self.kept[giver][topic].pop()
-                self.fresh[receiver].setdefault(topic, []).append(partition)
+                self._move(giver, receiver, topic, fresh_only)
                 receiver = giver
-            load[light] += 1
-            load[receiver] -= 1
+
+    def _move(self, giver: int, receiver: int, topic: str, fresh_only: bool) -> bool:
+        """Hand one partition of ``topic`` from giver to receiver, preferring one the giver did not
+        own before; False if the giver has none it may give."""
+        movable = self.fresh[giver].get(topic)
+        if not movable:
+            if fresh_only or not self.kept[giver].get(topic):
+                return False
+            movable = self.kept[giver][topic]
+        self.fresh[receiver].setdefault(topic, []).append(movable.pop())
+        self.load[giver] -= 1
+        self.load[receiver] += 1
+        return True
+
+    def _hand_over_directly(self, sources: list[int], active: list[int], settled: list[bool],
+                            fresh_only: bool) -> bool:
+        """The common case in bulk: for the first topic that allows it, the heaviest members holding
+        it hand partitions straight to its lightest subscribers, as long as the giver is still a
+        heaviest member and the receiver a lightest one two below it. This is the path search's
+        one-step answer repeated without searching again (a join or leave can need thousands)."""
+        load = self.load
+        for topic in sorted({t for s in sources for t in self.topics_of[s] if self._can_give(s, t, fresh_only)}):
+            givers = [s for s in sources if self._can_give(s, topic, fresh_only)]
+            is_giver = set(givers)
+            receivers = [(load[r], r) for r in self.subscribers[topic] if not settled[r] and r not in is_giver]
+            if not receivers or min(receivers)[0] > load[givers[0]] - 2:
+                continue
+            ceiling = max((load[i] for i in active if i not in is_giver), default=-1)  # the others' loads
+            give_heap = [(-load[s], s) for s in givers]
+            heapq.heapify(give_heap)
+            heapq.heapify(receivers)
+            moved = False
+            while give_heap:
+                giver_load, giver = -give_heap[0][0], give_heap[0][1]
+                receiver_load, receiver = receivers[0]
+                if giver_load < ceiling or receiver_load > giver_load - 2:
+                    break
+                if not self._move(giver, receiver, topic, fresh_only):
+                    heapq.heappop(give_heap)  # out of this topic: from now on one of the others
+                    ceiling = max(ceiling, giver_load)
+                    continue
+                heapq.heapreplace(give_heap, (1 - giver_load, giver))
+                heapq.heapreplace(receivers, (receiver_load + 1, receiver))
+                ceiling = max(ceiling, receiver_load + 1)
+                moved = True
+            if moved:
+                return True
+        return False
+
+    def _can_give(self, member: int, topic: str, fresh_only: bool) -> bool:
+        return bool(self.fresh[member].get(topic) or (not fresh_only and self.kept[member].get(topic)))
 
     def _find_path(self, sources: list[int], level: int, settled: list[bool],
                    fresh_only: bool) -> tuple[int, dict[int, tuple[int, str]], list[int]]:
@@ -295,9 +347,8 @@ class _StickyPlanner:
             light = -1
             next_frontier: list[int] = []
             for giver in frontier:
-                fresh, kept = self.fresh[giver], self.kept[giver]
                 for topic in self.topics_of[giver]:
-                    if topic in topic_seen or not (fresh.get(topic) or (not fresh_only and kept.get(topic))):
+                    if topic in topic_seen or not self._can_give(giver, topic, fresh_only):
                         continue
                     topic_seen.add(topic)  # everyone this topic leads to is reached now
                     for receiver in self.subscribers[topic]:

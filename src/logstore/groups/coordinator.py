@@ -158,7 +158,9 @@ class GroupCoordinator:
         for group_id, record in self._offsets.groups.items():
             g = Group(group_id, record.generation)
             g.protocol = record.protocol
-            now = time.monotonic()
+            # the session counts from when the group was last written (at the latest, when the
+            # store closed), so a group whose static members never return becomes empty
+            now = time.monotonic() - max(0.0, time.time() - record.timestamp / 1000.0)
             for m in record.members:
                 instance = m.get("group_instance_id")
                 if not instance:
@@ -181,10 +183,16 @@ class GroupCoordinator:
                 g.empty_since_ms = record.timestamp
             self._groups[group_id] = g
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     def close(self) -> None:
         with self._lock:
             self._closed = True
             for g in self._groups.values():
+                if any(m.group_instance_id is not None for m in g.members.values()):
+                    self._persist(g)  # the static members' session clock restarts from now on reopen
                 for m in g.members.values():
                     m.fenced = m.fenced or "the store is closed"
             self._timer.notify_all()
@@ -299,10 +307,16 @@ class GroupCoordinator:
             self._remove(g, member, reason)
 
     def on_topic_change(self, topic: str) -> None:
-        """A topic was created, deleted or grew: rebalance the groups whose assignment it changes."""
+        """A topic was created, deleted or grew: rebalance the groups whose assignment it changes.
+        A deleted topic's committed offsets go too (as in Kafka), so a topic re-created under the
+        same name is not read from the old topic's offsets."""
         with self._lock:
             if self._closed:
                 return
+            if self._partition_count(topic) is None:
+                for group_id in list(self._offsets.known_groups()):
+                    gone = [tp for tp in self._offsets.group_offsets(group_id) if tp.topic == topic]
+                    self._offsets.delete_offsets(group_id, gone)
             for g in self._groups.values():
                 if g.state in (STABLE, COMPLETING_REBALANCE) and topic in g.subscribed_topics():
                     if self._partition_count(topic) != g.partition_counts.get(topic):
@@ -392,6 +406,8 @@ class GroupCoordinator:
         g.state = COMPLETING_REBALANCE
         log.debug("group %s: generation %d, %d members, %s", g.group_id, g.generation, len(g.members), protocol)
         self._persist(g)
+        if error is not None:  # each member's next poll raises it; the one after rejoins and retries
+            self._prepare(g, f"the {protocol} assignor failed: retrying")
         self._notifier.wake()
 
     def _persist(self, g: Group) -> None:
@@ -485,7 +501,8 @@ class GroupCoordinator:
                     raise InvalidArgumentError(f"cannot commit {tp.topic}-{tp.partition}: no such partition")
                 if om.offset < 0:
                     raise InvalidArgumentError(f"cannot commit offset {om.offset} for {tp.topic}-{tp.partition}")
-            self._offsets.commit(group_id, offsets)
+            last = self._offsets.commit(group_id, offsets, sync=False)
+        self._offsets.sync_through(last)  # outside the lock: concurrent durable commits share an fsync
 
     def committed(self, group_id: str, tps: Iterable[TopicPartition]) -> dict[TopicPartition, OffsetAndMetadata | None]:
         return {tp: self._offsets.committed(group_id, tp) for tp in tps}

@@ -112,22 +112,23 @@ class GroupMembership:
             elif member.error is not None:
                 err, member.error = member.error, None
                 raise err
+        # a completed round's assignment first: rejoining before taking it would report stale
+        # ownership, and the cooperative assignor would hold those partitions back once more
+        if member is not None and member.completed_round >= member.joined_round \
+                and member.synced_generation != member.generation:
+            self._take_assignment(member)
         if member is None or member.rejoin_requested or self._rejoin:
             if member is None or member.completed_round >= member.joined_round:  # no join in flight
                 member = self._join()
-        assert member is not None
-        if member.completed_round >= member.joined_round and member.synced_generation != member.generation:
-            self._take_assignment(member)
+                if member.completed_round >= member.joined_round and member.synced_generation != member.generation:
+                    self._take_assignment(member)
         if self.auto_commit and time.monotonic() >= self._next_auto_commit:
             self._auto_commit()
 
     def _join(self) -> MemberState:
         self._rejoin = False
         if not self.cooperative and self.owned:
-            self._commit_before_revoke(self.owned)
-            revoked, self.owned = set(self.owned), set()
-            self._consumer._group_assignment(set())
-            self._call("on_partitions_revoked", revoked)
+            self._revoke_all()
         assert self.topics is not None
         previous = self.member
         self.member = self._coordinator.join(
@@ -157,18 +158,31 @@ class GroupMembership:
         self._coordinator.sync(member)
         self._call("on_partitions_assigned", added)
 
+    def _revoke_all(self) -> None:
+        """Commit (auto-commit), tell the listener while the partitions are still assigned (so it
+        can read positions and commit), then drop them."""
+        self._commit_before_revoke(self.owned)
+        revoked = set(self.owned)
+        try:
+            self._call("on_partitions_revoked", revoked)
+        finally:
+            self.owned = set()
+            self._consumer._group_assignment(set())
+
     def _lost(self, member: MemberState) -> None:
         lost, self.owned = set(self.owned), set()
         self.member = None
         self.generation = -1
         self._committed_positions.clear()
-        self._consumer._group_assignment(set())
         log.warning("group %s: %s", self.group_id, member.fenced)
-        if lost:
-            if self.listener is not None and hasattr(self.listener, "on_partitions_lost"):
-                self._call("on_partitions_lost", lost)
-            else:
-                self._call("on_partitions_revoked", lost)
+        try:
+            if lost:
+                if self.listener is not None and hasattr(self.listener, "on_partitions_lost"):
+                    self._call("on_partitions_lost", lost)
+                else:
+                    self._call("on_partitions_revoked", lost)
+        finally:
+            self._consumer._group_assignment(set())
         if isinstance(member.error, FencedInstanceIdError):
             err, member.error = member.error, None
             self.topics = None  # fatal, as in Kafka: another instance with this id owns the place now
@@ -241,15 +255,14 @@ class GroupMembership:
 
     def _leave(self, reason: str, revoke: bool) -> None:
         member = self.member
-        if revoke and self.owned:
-            self._commit_before_revoke(self.owned)
-            revoked, self.owned = set(self.owned), set()
-            self._consumer._group_assignment(set())
-            self._call("on_partitions_revoked", revoked)
-        if member is not None:
-            self._coordinator.leave(member, reason)
-        self.member = None
-        self.generation = -1
+        try:
+            if revoke and self.owned:
+                self._revoke_all()
+        finally:  # a listener that raises must not keep a ghost member in the group
+            if member is not None:
+                self._coordinator.leave(member, reason)
+            self.member = None
+            self.generation = -1
 
     def close(self) -> None:
         """Commit (auto-commit), revoke, leave (static members stay until their session times out,
@@ -259,9 +272,7 @@ class GroupMembership:
                 if self.instance_id is None:
                     self._leave(f"member left group {self.group_id!r} (consumer closed)", revoke=True)
                 else:
-                    self._commit_before_revoke(self.owned)
-                    self._call("on_partitions_revoked", set(self.owned))
-                    self.owned = set()
+                    self._revoke_all()
         finally:
             self.topics = None
             self._stop.set()

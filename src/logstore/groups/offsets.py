@@ -24,6 +24,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from logstore._native.core import LogCore
 from logstore.broker.types import TopicPartition
 from logstore.errors import CorruptRecordError
 
@@ -169,17 +170,28 @@ class OffsetStore:
 
     # -- writes ---------------------------------------------------------------------------------
 
-    def commit(self, group: str, offsets: Mapping[TopicPartition, OffsetAndMetadata]) -> None:
-        """Store ``offsets`` of ``group`` (one batch: all or nothing)."""
+    def commit(self, group: str, offsets: Mapping[TopicPartition, OffsetAndMetadata], sync: bool = True) -> int:
+        """Store ``offsets`` of ``group`` (one batch: all or nothing); returns the batch's last
+        offset. ``sync=False`` leaves the fsync of a flush="always" log to :meth:`sync_through`."""
         if not offsets:
-            return
+            return -1
         now = int(time.time() * 1000)
-        stamped = {tp: om._replace(commit_timestamp=now) for tp, om in offsets.items()}
+        stamped = {tp: OffsetAndMetadata(om.offset, om.metadata, om.leader_epoch, now) for tp, om in offsets.items()}
         keys = [encode_offset_key(group, tp) for tp in stamped]
         values: list[bytes | None] = [encode_offset_value(om) for om in stamped.values()]
         with self._lock:
-            self._log.append_many(values, keys=keys)
+            # LogCore's append, not the log's durable wrapper: the fsync is the caller's to place
+            first: int = LogCore.append_many(self._log, values, keys=keys)
             self.offsets.setdefault(group, {}).update(stamped)
+        last = first + len(values) - 1
+        if sync:
+            self.sync_through(last)
+        return last
+
+    def sync_through(self, offset: int) -> None:
+        """With flush="always", return once ``offset`` is fsynced (one fsync for all waiting)."""
+        if offset >= 0 and self._log.durable_appends:
+            self._log._sync_through(offset + 1)
 
     def delete_offsets(self, group: str, tps: Iterable[TopicPartition]) -> None:
         tps = [tp for tp in tps if tp in self.offsets.get(group, {})]
