@@ -210,8 +210,12 @@ class GroupCoordinator:
         with self._lock:
             self._check_open()
             g = self._group(group_id)
+            if member is not None and isinstance(member.error, FencedInstanceIdError):
+                raise member.error  # a newer consumer has this instance id: never take it back
             if member is not None and member.fenced is not None:
-                member = None  # removed meanwhile: join as a new member
+                # removed meanwhile: a new member, owning nothing (its partitions may be another's)
+                member = None
+                owned_t = ()
             names = [a.name for a in assignors]
             others = [set(m.protocols) for m in g.members.values()
                       if m.assignors and (member is None or m is not member)]

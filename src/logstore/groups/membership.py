@@ -129,15 +129,25 @@ class GroupMembership:
         self._rejoin = False
         if not self.cooperative and self.owned:
             self._revoke_all()
-        assert self.topics is not None
         previous = self.member
-        self.member = self._coordinator.join(
+        if previous is not None and previous.fenced is not None:
+            # removed while the listener ran (step() checked before it): what it owned may be
+            # another member's now, so it is lost, not carried into the new membership
+            self._lost(previous)
+            previous = None
+        assert self.topics is not None
+        member = self._coordinator.join(
             self.group_id, previous, group_instance_id=self.instance_id, client_id=self.client_id,
             assignors=self.assignors, topics=self.topics,
             owned=self.owned if self.cooperative else self._last_assignment(previous),
             session_timeout=self.session_timeout, rebalance_timeout=self.max_poll_interval)
+        if previous is not None and member is not previous:
+            # removed between that check and the join (the coordinator ignored what it reported
+            # owning): the same loss
+            self._lost(previous)
+        self.member = member
         self._start_heartbeats()
-        return self.member
+        return member
 
     @staticmethod
     def _last_assignment(member: MemberState | None) -> Iterable[TopicPartition]:
@@ -200,10 +210,15 @@ class GroupMembership:
     # -- commits --------------------------------------------------------------------------------
 
     def commit(self, offsets: Mapping[TopicPartition, OffsetAndMetadata]) -> None:
-        member = self.member if self.topics is not None else None
-        if member is not None and member.fenced is not None:
-            raise CommitFailedError(f"commit refused: {member.fenced}; poll() to rejoin")
-        self._coordinator.commit(self.group_id, member, self.generation if member is not None else -1, offsets)
+        if self.topics is None:  # manual assignment: allowed while the group has no members
+            self._coordinator.commit(self.group_id, None, -1, offsets)
+        else:
+            member = self.member
+            if member is None or member.fenced is not None:
+                why = member.fenced if member is not None else "it lost its partitions and has not rejoined yet"
+                raise CommitFailedError(f"commit refused: this consumer is not a member of group {self.group_id!r} "
+                                        f"({why}); poll() to rejoin")
+            self._coordinator.commit(self.group_id, member, self.generation, offsets)
         for tp, om in offsets.items():
             self._committed_positions[tp] = om.offset
 
