@@ -3,8 +3,9 @@
 1. **Relay throughput, SQLite -> topic**: a round publishes ``ROWS`` outbox rows (standard workload
    values, 100 bytes; keys ``key-%012d`` of 1000 distinct keys, 20 rows each) that were added and
    committed before the round (untimed): ``relay.run_until_idle()`` with batched claims of
-   ``BATCH`` rows: claim (one ``UPDATE ... RETURNING``), ``publish_once`` per row, ``flush_buffer``
-   of the touched partitions, the marks (``executemany``) and their commit. Cases: per-key order
+   ``BATCH`` rows: claim (one ``UPDATE ... RETURNING``), the batch's publish through the topic's
+   message-id index (``publish_many``), ``flush_buffer`` of the touched partitions, the marks
+   (``UPDATE ... FROM (VALUES ...)``), committed with the next batch's claim. Cases: per-key order
    (the default) and ``ordering="none"``; 1 partition and 8. SQLite in WAL mode with
    ``synchronous=NORMAL`` (commits do not fsync; the WAL is fsynced at checkpoints), the store with
    its defaults. Target (issue 5): >= 50 k rows/s with batched claims. After the timed rounds, the

@@ -11,7 +11,7 @@ import pytest
 
 import logstore
 from logstore.broker.dedup import MESSAGE_ID_HEADER, DedupWindow, MessageIdIndex, message_id_of, publish_once
-from logstore.errors import InvalidArgumentError, UnknownTopicError
+from logstore.errors import InvalidArgumentError, RecordTooLargeError, UnknownTopicError
 
 
 def records(store: logstore.Store, topic: str) -> list[tuple[int, Any]]:
@@ -144,3 +144,43 @@ def test_errors(store: logstore.Store) -> None:
         with pytest.raises(InvalidArgumentError):
             DedupWindow(**window)
     assert records(store, "t") == []
+
+
+def test_publish_many_appends_in_order_and_answers_known_ids_with_their_position(store: logstore.Store) -> None:
+    producer = store.producer()
+    earlier = publish_once(store, producer, "t", "m-1", b"first", b"k")
+    index = MessageIdIndex.for_topic(store, "t")
+    results, error = index.publish_many(producer, [("m-0", b"a", b"k", [("h", b"x")]), ("m-1", b"again", b"k", None),
+                                                   ("m-2", b"b", b"k", None)])
+    assert error is None
+    assert results[1] == (*earlier[:2], True)
+    assert [r[2] for r in results] == [False, True, False]
+    got = {r.offset: r for p, r in records(store, "t") if p == results[0][0]}
+    assert len(records(store, "t")) == 3  # m-1 not appended again
+    assert (got[results[0][1]].value, got[results[0][1]].headers) == (b"a", [("h", b"x"), (MESSAGE_ID_HEADER, b"m-0")])
+    assert results[2][1] > results[0][1]  # same key, same partition, in order
+    assert got[results[2][1]].headers == [(MESSAGE_ID_HEADER, b"m-2")]
+
+
+def test_publish_many_stops_at_the_first_failure_and_keeps_what_it_appended(store: logstore.Store) -> None:
+    store.create_topic("small", 1, {"max_message_bytes": 256})
+    producer = store.producer()
+    index = MessageIdIndex.for_topic(store, "small")
+    results, error = index.publish_many(producer, [("ok-1", b"v", None, None), ("big", b"x" * 1000, None, None),
+                                                   ("ok-2", b"v", None, None)])
+    assert isinstance(error, RecordTooLargeError) and len(results) == 1
+    assert [message_id_of(r.headers) for _, r in records(store, "small")] == ["ok-1"]  # ok-2 was not tried
+    assert publish_once(store, producer, "small", "ok-1", b"v") == (*results[0][:2], True)  # remembered
+    results, error = index.publish_many(producer, [("ok-2", b"v", None, None), ("", b"v", None, None)])
+    assert len(results) == 1 and isinstance(error, InvalidArgumentError)  # a bad id fails its record
+    assert len(records(store, "small")) == 2
+
+
+def test_publish_many_trims_the_index_once_at_the_end(store: logstore.Store) -> None:
+    producer = store.producer()
+    index = MessageIdIndex.for_topic(store, "t", DedupWindow(max_ids=3))
+    batch = [(f"id-{i}", b"v", None, None) for i in range(4)] + [("id-0", b"v", None, None)]
+    results, error = index.publish_many(producer, batch)
+    assert error is None and [r[2] for r in results] == [False] * 4 + [True]  # the call's own ids are known
+    assert len(index) == 3 and len(records(store, "t")) == 4
+    assert index.publish_many(producer, [("id-0", b"v", None, None)])[0][0][2] is False  # forgotten since

@@ -119,6 +119,34 @@ def test_a_dbapi_driver_with_format_paramstyle(tmp_path: Path, store: logstore.S
     conn.close()
 
 
+@pytest.mark.parametrize("style", ["qmark", "named", "format"])
+def test_execute_values_binds_a_values_list_in_chunks(tmp_path: Path, style: str,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """The statement shape the relay's marks use: parameters before and after the VALUES list, rows
+    split over several statements; per paramstyle (qmark: the sqlite3 fast path; the others: the
+    generic DB-API path)."""
+    path = str(tmp_path / "values.db")
+    if style == "format":
+        driver = make_format_driver()
+        monkeypatch.setitem(sys.modules, "fmtdriver", driver)
+        db = outbox.adapt(driver.Connection(path), dialect="sqlite")
+    else:
+        db = outbox.adapt(sqlite3.connect(path), paramstyle=style)
+    assert db.paramstyle == style
+    db.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, a INTEGER, b TEXT)")
+    for i in range(8):
+        db.execute("INSERT INTO t (id, a, b) VALUES (:id, 0, '')", {"id": i})
+    sql = "UPDATE t SET a = v.column2 + :bump, b = :b FROM (VALUES {rows}) AS v WHERE id = v.column1 AND id <> :skip"
+    changed = db.execute_values(sql, {"bump": 1000, "b": "50%", "skip": 3}, [(i, i * 10) for i in range(7)],
+                                per_statement=3)
+    assert changed == 6  # 7 rows in 3 statements, one skipped
+    assert db.query("SELECT id, a, b FROM t ORDER BY id") == [
+        *[(i, 1000 + i * 10, "50%") for i in range(3)], (3, 0, ""), *[(i, 1000 + i * 10, "50%") for i in range(4, 7)],
+        (7, 0, "")]
+    assert db.supports_update_from() == (sqlite3.sqlite_version_info >= (3, 33))
+    db.close()
+
+
 def test_sqlite3_with_the_named_paramstyle(tmp_path: Path) -> None:
     conn = sqlite3.connect(tmp_path / "named.db")
     db = outbox.adapt(conn, paramstyle="named")

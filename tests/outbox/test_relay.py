@@ -13,6 +13,8 @@ import pytest
 import logstore
 from logstore import outbox
 from logstore.errors import InvalidArgumentError, InvalidTopicError, OutboxError, UnknownTopicError
+from logstore.outbox.dialects import VALUES_PER_STATEMENT
+from logstore.outbox.schema import statements
 
 from .conftest import TOPIC, Backend, message_ids, topic_records
 
@@ -192,6 +194,150 @@ def test_ordering_none_publishes_every_row(store: logstore.Store, backend: Backe
     assert sorted(message_ids([r for _, r in topic_records(store)])) == sorted(ids)
 
 
+def test_a_failed_row_blocks_only_its_key_and_the_rest_of_the_batch_goes_on(store: logstore.Store,
+                                                                           backend: Backend) -> None:
+    """Rows after a failed one in the same batch: its key's are released untried, the others are
+    published (the relay publishes a batch with publish_many, which stops at a failure)."""
+    store.create_topic("small", 1, {"max_message_bytes": 256})
+    conn = backend.connect()
+    big = b"x" * 1000
+    a1, b_big, b2, a2, u_big, u_ok = add_rows(backend, conn, [
+        ("small", b"a1", b"A"), ("small", big, b"B"), ("small", b"b2", b"B"), ("small", b"a2", b"A"),
+        ("small", big, None), ("small", b"u", None)])
+    with relay_for(store, backend) as relay:
+        assert relay.run_once() == 6
+        assert (relay.stats.published, relay.stats.dead, relay.stats.released) == (3, 2, 1)
+        rows = {r.message_id: r for r in outbox.rows(conn, table=backend.table)}
+        assert [rows[i].status for i in (a1, b_big, b2, a2, u_big, u_ok)] == [
+            "published", "dead", "pending", "published", "dead", "published"]
+        assert (rows[b2].attempts, rows[b2].lease_owner) == (0, None)
+        assert relay.run_until_idle() == 1  # a dead row no longer blocks its key
+    assert [r.value for _, r in topic_records(store, "small")] == [b"a1", b"a2", b"u", b"b2"]
+
+
+def test_a_lost_lease_is_counted_and_the_message_published_once(store: logstore.Store, backend: Backend) -> None:
+    """A relay that stalls past its lease: another takes the rows over and publishes them (found in
+    the message-id index: no second append); the stalled relay's marks change nothing."""
+    conn = backend.connect()
+    ids = add_rows(backend, conn, [(TOPIC, b"%d" % i, b"k%d" % (i % 2)) for i in range(4)])
+    other = relay_for(store, backend)
+
+    def stall(step: str) -> None:
+        if step == "flushed":
+            time.sleep(0.25)  # the lease (0.2 s) expires
+            assert other.run_until_idle() == 4
+
+    with relay_for(store, backend, lease_seconds=0.2, on_step=stall) as stalled:
+        assert stalled.run_once() == 4
+        assert stalled.stats.lost_leases == 4 and stalled.stats.published == 4
+    assert other.stats.duplicates == 4 and other.stats.lost_leases == 0
+    other.close()
+    records = topic_records(store)
+    assert sorted(message_ids([r for _, r in records])) == sorted(ids)
+    rows = {r.message_id: r for r in outbox.rows(conn, table=backend.table)}
+    assert {(rows[m].partition, rows[m].offset) for m in ids} == {(p, r.offset) for p, r in records}
+    assert all(r.attempts == 2 and r.status == "published" for r in rows.values())
+
+
+def test_on_step_published_runs_after_each_record(store: logstore.Store, backend: Backend) -> None:
+    """The crash tests kill a relay in the middle of a batch at the "published" step: it must come
+    after each record, not after the batch."""
+    conn = backend.connect()
+    add_rows(backend, conn, [(TOPIC, b"%d" % i, b"k%d" % (i % 3)) for i in range(6)])
+    in_log: list[int] = []
+
+    def count(step: str) -> None:
+        if step == "published":
+            in_log.append(sum(store.partition_log(tp).high_watermark for tp in store.topic_partitions([TOPIC])))
+
+    with relay_for(store, backend, on_step=count) as relay:
+        assert relay.run_once() == 6
+    assert in_log == [1, 2, 3, 4, 5, 6]
+
+
+def patched_database(conn: Any, **methods: Any) -> outbox.Database:
+    """The outbox's Database for ``conn`` with some methods replaced (to count or fail them)."""
+    db = outbox.adapt(conn)
+    return type("Patched", (type(db),), methods)(db.connection, db.dialect, db.paramstyle)  # type: ignore[no-any-return]
+
+
+def test_a_run_of_batches_commits_each_batch_marks_with_the_next_claim(store: logstore.Store,
+                                                                        backend: Backend) -> None:
+    conn = backend.connect()
+    add_rows(backend, conn, [(TOPIC, b"%d" % i, b"k%d" % (i % 3)) for i in range(12)])
+    commits: list[int] = []
+    base = type(outbox.adapt(conn))
+
+    def commit(self: outbox.Database) -> None:
+        commits.append(1)
+        base.commit(self)
+
+    relay = outbox.Relay(store, patched_database(backend.connect(), commit=commit), table=backend.table,
+                         batch_size=5)
+    assert relay.run_until_idle() == 12
+    assert len(commits) == 4  # 3 batches: claim 1, marks 1 + claim 2, marks 2 + claim 3, marks 3 + empty claim
+    assert relay.stats.published == 12 and relay.stats.cycles == 4 and relay.stats.batches == 3
+    commits.clear()
+    add_rows(backend, conn, [(TOPIC, b"more", b"k0")])
+    assert relay.run_once() == 1 and len(commits) == 2  # run_once: claim, then marks, before returning
+    relay.close()
+    assert {r.status for r in outbox.rows(conn, table=backend.table)} == {"published"}
+
+
+def test_a_failing_claim_still_commits_the_marks_of_the_batch_before(store: logstore.Store, backend: Backend) -> None:
+    conn = backend.connect()
+    ids = add_rows(backend, conn, [(TOPIC, b"%d" % i, b"k%d" % (i % 3)) for i in range(12)])
+    base = type(outbox.adapt(conn))
+    sql = statements(backend.name, backend.table)
+    claims: list[str] = []
+
+    def query(self: outbox.Database, text: str, params: Any = None) -> Any:
+        if text == sql.claim_keyed:
+            claims.append(text)
+            if len(claims) == 2:
+                raise RuntimeError("the claim failed")
+        return base.query(self, text, params)
+
+    relay = outbox.Relay(store, patched_database(backend.connect(), query=query), table=backend.table,
+                         batch_size=5)
+    with pytest.raises(RuntimeError, match="the claim failed"):
+        relay.run_until_idle()
+    rows = outbox.rows(conn, table=backend.table)
+    assert [r.status for r in rows] == ["published"] * 5 + ["pending"] * 7  # the first batch is marked
+    assert all(r.lease_owner is None for r in rows) and relay.stats.published == 5
+    assert relay.run_until_idle() == 7
+    relay.close()
+    assert sorted(message_ids([r for _, r in topic_records(store)])) == sorted(ids)
+    assert relay.stats.duplicates == 0
+
+
+def test_without_update_from_the_marks_go_row_by_row(store: logstore.Store, backend: Backend) -> None:
+    """SQLite before 3.33 has no UPDATE ... FROM: the relay marks each row with its own statement."""
+    conn = backend.connect()
+    ids = add_rows(backend, conn, [(TOPIC, b"%d" % i, b"k%d" % (i % 4)) for i in range(20)])
+    relay = outbox.Relay(store, patched_database(backend.connect(), supports_update_from=lambda self: False),
+                         table=backend.table, batch_size=7)
+    assert relay.run_until_idle() == 20 and relay.stats.published == 20
+    relay.close()
+    rows = {r.message_id: r for r in outbox.rows(conn, table=backend.table)}
+    records = topic_records(store)
+    assert {(rows[m].partition, rows[m].offset) for m in ids} == {(p, r.offset) for p, r in records}
+
+
+def test_a_batch_larger_than_one_marking_statement(store: logstore.Store, backend: Backend) -> None:
+    """SQLite marks at most VALUES_PER_STATEMENT rows per statement: a bigger batch takes several."""
+    conn = backend.connect()
+    count = VALUES_PER_STATEMENT * 2 + 11
+    ids = add_rows(backend, conn, [(TOPIC, b"%d" % i, b"k%d" % (i % 50)) for i in range(count)])
+    with relay_for(store, backend, batch_size=count) as relay:
+        assert relay.run_once() == count and relay.stats.published == count
+    rows = {r.message_id: r for r in outbox.rows(conn, table=backend.table, limit=count)}
+    records = topic_records(store)
+    assert len(records) == count
+    position = {m: (p, r.offset) for m, (p, r) in zip(message_ids([r for _, r in records]), records)}
+    assert all((rows[m].status, rows[m].partition, rows[m].offset) == ("published", *position[m]) for m in ids)
+
+
 class Crash(Exception):
     """Stands for a relay that dies at a step (the subprocess tests kill it for real)."""
 
@@ -259,7 +405,9 @@ def test_scheduler_retries_a_stuck_row(store: logstore.Store, backend: Backend) 
 
 def test_inbox_processes_each_message_once_per_group(store: logstore.Store, backend: Backend) -> None:
     conn = backend.connect()
-    conn.cursor().execute("CREATE TABLE IF NOT EXISTS handled (message TEXT, grp TEXT)")
+    # a fresh table: the PostgreSQL database outlives a test run (CI runs the suite twice against it)
+    conn.cursor().execute("DROP TABLE IF EXISTS handled")
+    conn.cursor().execute("CREATE TABLE handled (message TEXT, grp TEXT)")
     conn.commit()
     ids = add_rows(backend, conn, [(TOPIC, b"m%d" % i, b"k%d" % i) for i in range(5)])
     with relay_for(store, backend) as relay:

@@ -28,7 +28,7 @@ from __future__ import annotations
 import threading
 import weakref
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -47,6 +47,9 @@ DEFAULT_SCAN_BYTES = 64 << 20
 MAX_MESSAGE_ID_LENGTH = 255
 
 _READ_BYTES = 1 << 20
+
+PublishRequest = tuple[str, "bytes | None", "bytes | None", "Sequence[tuple[str, bytes | None]] | None"]
+"""One record for :meth:`MessageIdIndex.publish_many`: ``(message_id, value, key, headers)``."""
 
 
 @dataclass(frozen=True)
@@ -154,6 +157,46 @@ class MessageIdIndex:
             self.remember(message_id, meta.partition, meta.offset)
             return meta.partition, meta.offset, False
 
+    def publish_many(self, producer: Producer, records: Iterable[PublishRequest]
+                     ) -> tuple[list[tuple[int, int, bool]], Exception | None]:
+        """:meth:`publish` of each ``(message_id, value, key, headers)`` in ``records``, in order, under
+        one hold of the lock. Returns ``(results, error)``: ``(partition, offset, duplicate)`` of each
+        record up to the first that failed, and that record's error (None if none failed). The
+        records after a failed one are not tried, so that a caller keeping an order (the outbox
+        relay: per key) decides which of them still go; it calls again with those. An invalid
+        message id fails its record with InvalidArgumentError.
+
+        The ids are remembered as the records are appended (a failure later in the call keeps them)
+        and the index is trimmed to ``max_ids`` once, at the end of the call."""
+        results: list[tuple[int, int, bool]] = []
+        append = results.append
+        ids = self._ids
+        send = producer.send
+        topic = self.topic
+        with self.lock:
+            try:
+                if not self._built:
+                    self._rebuild()
+                for message_id, value, key, headers in records:
+                    found = ids.get(message_id)
+                    if found is not None:
+                        append((found[0], found[1], True))
+                        continue
+                    # inline check_message_id (the common case costs one type test and one len)
+                    if type(message_id) is not str or not 0 < len(message_id) <= MAX_MESSAGE_ID_LENGTH:
+                        check_message_id(message_id)
+                    stamp = (MESSAGE_ID_HEADER, message_id.encode())
+                    meta = send(topic, value, key, [*headers, stamp] if headers else [stamp]).get()
+                    position = ids[message_id] = (meta.partition, meta.offset)
+                    append((*position, False))
+            except Exception as e:  # noqa: BLE001 - reported with the record it belongs to
+                return results, e
+            finally:
+                excess = len(ids) - self.window.max_ids
+                for _ in range(excess):
+                    ids.popitem(last=False)
+        return results, None
+
     # -- rebuild ----------------------------------------------------------------------------------
 
     def _rebuild(self) -> None:
@@ -237,6 +280,7 @@ __all__ = [
     "MESSAGE_ID_HEADER",
     "DedupWindow",
     "MessageIdIndex",
+    "PublishRequest",
     "check_message_id",
     "message_id_of",
     "publish_once",

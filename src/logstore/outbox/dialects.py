@@ -14,6 +14,7 @@ takes a connection. SQLAlchemy is optional and never imported unless a SQLAlchem
 
 from __future__ import annotations
 
+import itertools
 import re
 import sqlite3
 import sys
@@ -21,7 +22,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from logstore.errors import OutboxError, UnsupportedConnectionError
-from logstore.outbox.schema import Dialect, check_dialect
+from logstore.outbox.schema import ROWS, Dialect, check_dialect
 
 PARAMSTYLES = ("qmark", "numeric", "named", "format", "pyformat")
 
@@ -42,6 +43,10 @@ _COMPILED: dict[tuple[str, str], tuple[str, tuple[str, ...]]] = {}
 
 Params = Mapping[str, Any]
 Row = tuple[Any, ...]
+
+VALUES_PER_STATEMENT = 300
+"""Rows per statement of :meth:`Database.execute_values`: 3 columns of 300 rows and a few more
+parameters stay under 999, the variable limit of SQLite builds before 3.32."""
 
 
 def compile_sql(sql: str, paramstyle: str) -> tuple[str, tuple[str, ...]]:
@@ -92,6 +97,7 @@ class Database:
         self.dialect: Dialect = dialect
         self.paramstyle = paramstyle
         self.driver = type(connection).__module__.split(".", 1)[0]
+        self._update_from: bool | None = None
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.driver}, dialect={self.dialect!r}, paramstyle={self.paramstyle!r})"
@@ -122,15 +128,45 @@ class Database:
         finally:
             cursor.close()
 
-    def executemany(self, sql: str, rows: Sequence[Params]) -> None:
+    def executemany(self, sql: str, rows: Sequence[Params]) -> int:
+        """Run a statement once per parameter set; returns the summed row count where the driver
+        reports one for ``executemany`` (the stdlib's sqlite3), else -1."""
         if not rows:
-            return
+            return 0
         text, names = compile_sql(sql, self.paramstyle)
         cursor = self.connection.cursor()
         try:
             cursor.executemany(text, [_bind(names, self.paramstyle, r) for r in rows])
         finally:
             cursor.close()
+        return -1
+
+    def execute_values(self, sql: str, params: Params, rows: Sequence[Sequence[Any]],
+                       per_statement: int = VALUES_PER_STATEMENT) -> int:
+        """Run ``sql``, which holds :data:`~logstore.outbox.schema.ROWS` once (where a VALUES list
+        goes), for ``rows`` (tuples of equal length): one statement per ``per_statement`` rows, with
+        ``ROWS`` replaced by that many parameter tuples; ``params`` are the statement's named
+        parameters. Returns the summed row count (-1 if the driver does not report it)."""
+        total = 0
+        width = len(rows[0]) if rows else 0
+        for start in range(0, len(rows), per_statement):
+            chunk = rows[start:start + per_statement]
+            bound = dict(params)
+            tuples = []
+            for i, row in enumerate(chunk):
+                names = [f"values_{i}_{j}" for j in range(width)]
+                bound.update(zip(names, row))
+                tuples.append("(" + ", ".join(f":{name}" for name in names) + ")")
+            count = self.execute(sql.replace(ROWS, ", ".join(tuples)), bound)
+            total = -1 if total < 0 or count < 0 else total + count
+        return total
+
+    def supports_update_from(self) -> bool:
+        """Whether the database runs ``UPDATE ... FROM`` (PostgreSQL; SQLite from 3.33)."""
+        if self._update_from is None:
+            self._update_from = (self.dialect == "postgresql"
+                                 or _version(self.query("SELECT sqlite_version()")[0][0]) >= (3, 33))
+        return self._update_from
 
     def begin_write(self) -> None:
         """Start a transaction that will write (DB-API drivers start one implicitly)."""
@@ -167,10 +203,31 @@ class SQLiteDatabase(Database):
         cursor, _ = self._run(sql, params)
         return int(cursor.rowcount)
 
-    def executemany(self, sql: str, rows: Sequence[Params]) -> None:
-        if rows:
-            text, names = compile_sql(sql, "qmark")
-            self.connection.executemany(text, [tuple(r[n] for n in names) for r in rows])
+    def executemany(self, sql: str, rows: Sequence[Params]) -> int:
+        if not rows:
+            return 0
+        text, names = compile_sql(sql, "qmark")
+        return int(self.connection.executemany(text, [tuple(r[n] for n in names) for r in rows]).rowcount)
+
+    def execute_values(self, sql: str, params: Params, rows: Sequence[Sequence[Any]],
+                       per_statement: int = VALUES_PER_STATEMENT) -> int:
+        # positional: the parameters before ROWS, the rows' values flattened, the parameters after
+        head, tail = sql.split(ROWS)
+        head_text, head_names = compile_sql(head, "qmark")
+        tail_text, tail_names = compile_sql(tail, "qmark")
+        before = [params[n] for n in head_names]
+        after = [params[n] for n in tail_names]
+        placeholder = "(" + ", ".join("?" * len(rows[0])) + ")" if rows else ""
+        total = 0
+        execute = self.connection.execute
+        for start in range(0, len(rows), per_statement):
+            chunk = rows[start:start + per_statement]
+            text = head_text + ", ".join([placeholder] * len(chunk)) + tail_text
+            total += execute(text, [*before, *itertools.chain.from_iterable(chunk), *after]).rowcount
+        return total
+
+    def supports_update_from(self) -> bool:
+        return sqlite3.sqlite_version_info >= (3, 33)
 
     def begin_write(self) -> None:
         # take the write lock up front: a deferred transaction that reads, then writes, can fail to
@@ -211,10 +268,11 @@ class SQLAlchemyDatabase(Database):
         result, _ = self._run(sql, params)
         return int(result.rowcount)
 
-    def executemany(self, sql: str, rows: Sequence[Params]) -> None:
+    def executemany(self, sql: str, rows: Sequence[Params]) -> int:
         if rows:
             text, names = compile_sql(sql, self.paramstyle)
             self._conn().exec_driver_sql(text, [_bind(names, self.paramstyle, r) for r in rows])
+        return -1 if rows else 0
 
     def begin_write(self) -> None:
         pass  # SQLAlchemy 2 begins a transaction on the first statement ("autobegin")
@@ -227,6 +285,10 @@ class SQLAlchemyDatabase(Database):
 
     def close(self) -> None:
         (self.session or self.connection).close()
+
+
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in re.findall(r"\d+", text)[:3])
 
 
 def _plain(value: Any) -> Any:

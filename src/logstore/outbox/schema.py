@@ -171,6 +171,11 @@ class Statements:
     claim_unordered: str
     claimed_keys_unpublished: str
     mark_published: str
+    mark_published_batch: str
+    """All the published rows of a batch in one statement. SQLite: a VALUES list of (id, partition,
+    offset) where :data:`ROWS` stands (``Database.execute_values`` fills it, in chunks);
+    PostgreSQL: three arrays, ``:ids``, ``:partitions`` and ``:offsets``. Both need ``:now`` and
+    ``:claim``."""
     mark_failed: str
     release: str
     mark_received: str
@@ -182,6 +187,9 @@ class Statements:
 
 
 _SELECT_CLAIMED = "id, message_id, topic, msg_key, payload, headers, attempts"
+
+ROWS = "{rows}"
+"""Where a statement takes a list of VALUES rows (see ``Database.execute_values``)."""
 
 
 def statements(dialect: str, table: str = DEFAULT_TABLE) -> Statements:
@@ -201,12 +209,14 @@ def _build_statements(dialect: Dialect, t: str) -> Statements:
           AND {a}.attempts < :max_attempts"""
     # a keyed row waits while the head (lowest id) of its key's unpublished rows is not claimable
     # itself: leased by a live relay, backing off, or out of attempts. The head is claimed in the same
-    # batch (lower id, same scan), so a batch carries a key's rows in order.
+    # batch (lower id, same scan), so a batch carries a key's rows in order. "e.id < o.id" inside
+    # MIN: a row that is its key's head (the usual case) finds no earlier row and skips the look-up
+    # of the head's row (measured: 4% fewer instructions for the claim and marks of a batch)
     key_free = f"""(o.msg_key IS NULL OR NOT EXISTS (
             SELECT 1 FROM {t} h
             WHERE h.id = (SELECT MIN(e.id) FROM {t} e
-                          WHERE e.topic = o.topic AND e.msg_key = o.msg_key AND e.status IN {UNPUBLISHED_SQL})
-              AND h.id < o.id
+                          WHERE e.topic = o.topic AND e.msg_key = o.msg_key AND e.status IN {UNPUBLISHED_SQL}
+                            AND e.id < o.id)
               AND NOT ({claimable.format(a="h")})))"""
     # updated_at is left alone: a lease is not a change of status, and the (status, updated_at) index
     # would otherwise be rewritten for every claimed row
@@ -233,6 +243,22 @@ RETURNING {returning}"""
 WHERE id IN ({due})
 RETURNING {_SELECT_CLAIMED}"""
 
+    # a row the inbox already moved on (received, done) keeps its status
+    set_published = """status = CASE WHEN status IN ('received', 'done') THEN status ELSE 'published' END,
+    log_partition = v.{partition}, log_offset = v.{offset}, published_at = :now, updated_at = :now,
+    lease_owner = NULL, lease_expires_at = NULL"""
+    if dialect == "sqlite":
+        # UPDATE ... FROM: SQLite 3.33+ (the relay marks row by row before). A VALUES subquery, not a
+        # WITH clause: Python's sqlite3 reports no row count for a statement that starts with WITH
+        mark_published_batch = f"""UPDATE {t} SET {set_published.format(partition="column2", offset="column3")}
+FROM (VALUES {ROWS}) AS v
+WHERE id = v.column1 AND lease_owner = :claim"""
+    else:
+        mark_published_batch = f"""UPDATE {t} SET {set_published.format(partition="v_partition", offset="v_offset")}
+FROM unnest(CAST(:ids AS BIGINT[]), CAST(:partitions AS INTEGER[]), CAST(:offsets AS BIGINT[]))
+    AS v (v_id, v_partition, v_offset)
+WHERE id = v.v_id AND lease_owner = :claim"""
+
     return Statements(
         dialect=dialect,
         table=t,
@@ -254,6 +280,7 @@ ORDER BY e.id""",
     log_partition = :partition, log_offset = :offset, published_at = :now, updated_at = :now,
     lease_owner = NULL, lease_expires_at = NULL
 WHERE id = :id AND lease_owner = :claim""",
+        mark_published_batch=mark_published_batch,
         mark_failed=f"""UPDATE {t} SET status = :status, next_attempt_at = :next_attempt_at, last_error = :error,
     updated_at = :now, lease_owner = NULL, lease_expires_at = NULL
 WHERE id = :id AND lease_owner = :claim""",
@@ -290,6 +317,7 @@ __all__ = [
     "COLUMNS",
     "DEFAULT_TABLE",
     "DIALECTS",
+    "ROWS",
     "SETTLED",
     "STATUSES",
     "UNPUBLISHED",
