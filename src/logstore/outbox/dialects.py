@@ -15,14 +15,18 @@ takes a connection. SQLAlchemy is optional and never imported unless a SQLAlchem
 from __future__ import annotations
 
 import itertools
+import logging
 import re
 import sqlite3
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from logstore.errors import OutboxError, UnsupportedConnectionError
 from logstore.outbox.schema import ROWS, Dialect, check_dialect
+
+log = logging.getLogger("logstore.outbox")
 
 PARAMSTYLES = ("qmark", "numeric", "named", "format", "pyformat")
 
@@ -330,6 +334,36 @@ def _sqlalchemy(conn: Any, dialect: str | None, paramstyle: str | None) -> Datab
             f"SQLAlchemy dialect {sa_dialect.name!r}: the outbox speaks SQLite and PostgreSQL")
     style = paramstyle or getattr(getattr(sa_dialect, "dbapi", None), "paramstyle", None) or sa_dialect.paramstyle
     return SQLAlchemyDatabase(conn, check_dialect(name), style, session=session)
+
+
+class ThreadDatabases:
+    """The database a relay or scheduler works on: the connection it was given (used by one
+    thread), or one connection per thread opened by ``connect``."""
+
+    def __init__(self, conn: Any, connect: Callable[[], Any] | None) -> None:
+        self._conn = None if conn is None else adapt(conn)
+        self._connect = connect
+        self._local = threading.local()
+
+    def get(self) -> Database:
+        if self._conn is not None:
+            return self._conn
+        db: Database | None = getattr(self._local, "db", None)
+        if db is None:
+            assert self._connect is not None
+            db = self._local.db = adapt(self._connect())
+        return db
+
+    def close_current(self) -> None:
+        """Close this thread's own connection (best effort; a given connection stays open); the
+        next :meth:`get` opens a new one."""
+        db: Database | None = getattr(self._local, "db", None)
+        if db is not None:
+            self._local.db = None
+            try:
+                db.close()
+            except Exception:  # closing is best effort
+                log.debug("closing an outbox connection failed", exc_info=True)
 
 
 def adapt(conn: Any, *, dialect: str | None = None, paramstyle: str | None = None) -> Database:

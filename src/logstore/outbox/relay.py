@@ -74,7 +74,7 @@ from logstore.broker.dedup import DedupWindow, MessageIdIndex, PublishRequest
 from logstore.errors import InvalidArgumentError, LogClosedError
 from logstore.outbox.api import decode_headers, now_ms
 from logstore.outbox.backoff import DEFAULT_MAX_ATTEMPTS, Backoff, check_max_attempts
-from logstore.outbox.dialects import Database, adapt
+from logstore.outbox.dialects import Database, ThreadDatabases, adapt
 from logstore.outbox.schema import DEFAULT_TABLE, check_table, notify_channel, statements
 
 if TYPE_CHECKING:
@@ -186,9 +186,8 @@ class Relay:
         self.listen = listen
         self.stats = RelayStats()
         self._on_step = on_step
-        self._conn = None if conn is None else adapt(conn)
+        self._databases = ThreadDatabases(conn, connect)
         self._connect = connect
-        self._local = threading.local()
         self._claims = itertools.count(1)
         self._producer: Producer | None = None
         self._lock = threading.Lock()
@@ -209,22 +208,10 @@ class Relay:
     # -- connections and producer ----------------------------------------------------------------
 
     def _database(self) -> Database:
-        if self._conn is not None:
-            return self._conn
-        db: Database | None = getattr(self._local, "db", None)
-        if db is None:
-            assert self._connect is not None
-            db = self._local.db = adapt(self._connect())
-        return db
+        return self._databases.get()
 
     def _close_thread_database(self) -> None:
-        db: Database | None = getattr(self._local, "db", None)
-        if db is not None:
-            self._local.db = None
-            try:
-                db.close()
-            except Exception:  # closing is best effort
-                log.debug("closing the relay's connection failed", exc_info=True)
+        self._databases.close_current()
 
     def _get_producer(self) -> Producer:
         with self._lock:

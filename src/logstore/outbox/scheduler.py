@@ -28,7 +28,7 @@ from logstore.errors import InvalidArgumentError
 from logstore.outbox.api import now_ms
 from logstore.outbox.backoff import DEFAULT_MAX_ATTEMPTS, Backoff, check_max_attempts
 from logstore.outbox.cleanup import CleanupReport, Retention, cleanup
-from logstore.outbox.dialects import Database, adapt
+from logstore.outbox.dialects import Database, ThreadDatabases
 from logstore.outbox.relay import Relay
 from logstore.outbox.schema import DEFAULT_TABLE, check_table, statements
 
@@ -75,20 +75,12 @@ class Scheduler:
         self.retention = retention
         self.interval = float(interval)
         self.limit = limit
-        self._conn = None if conn is None else adapt(conn)
-        self._connect = connect
-        self._local = threading.local()
+        self._databases = ThreadDatabases(conn, connect)
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
 
     def _database(self) -> Database:
-        if self._conn is not None:
-            return self._conn
-        db: Database | None = getattr(self._local, "db", None)
-        if db is None:
-            assert self._connect is not None
-            db = self._local.db = adapt(self._connect())
-        return db
+        return self._databases.get()
 
     def run_once(self) -> SchedulerReport:
         """One housekeeping cycle (see the module doc)."""
@@ -170,10 +162,7 @@ class Scheduler:
 
     def close(self) -> None:
         self.stop()
-        db: Database | None = getattr(self._local, "db", None)
-        if db is not None:
-            self._local.db = None
-            db.close()
+        self._databases.close_current()
 
     def __enter__(self) -> Scheduler:
         return self
@@ -188,19 +177,10 @@ class Scheduler:
                     self.run_once()
                 except Exception:
                     log.exception("outbox scheduler (%s): a cycle failed", self.table)
-                    db: Database | None = getattr(self._local, "db", None)
-                    if db is not None:  # replace a possibly broken connection
-                        self._local.db = None
-                        try:
-                            db.close()
-                        except Exception:
-                            log.debug("closing the scheduler's connection failed", exc_info=True)
+                    self._databases.close_current()  # replace a possibly broken connection
                 self._stopping.wait(self.interval)
         finally:
-            db = getattr(self._local, "db", None)
-            if db is not None:
-                self._local.db = None
-                db.close()
+            self._databases.close_current()
 
 
 __all__ = ["Scheduler", "SchedulerReport"]
