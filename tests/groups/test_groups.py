@@ -191,6 +191,26 @@ def test_member_dies(store: logstore.Store) -> None:
         assert offsets_of(driver.received[0], tp) == list(range(doomed_committed[tp], 13))
 
 
+def test_consumer_dropped_without_close_stops_heartbeating(store: logstore.Store) -> None:
+    """Regression: the heartbeat thread held its consumer, so a consumer the program dropped
+    without close() stayed in the group (heartbeating, owning partitions) for ever."""
+    import gc
+
+    store.create_topic("t", partitions=4)
+    survivor = member(store, "G", "t", **FAST_DEATH)
+    dropped = member(store, "G", "t", **FAST_DEATH)
+    driver = Driver([survivor, dropped])
+    driver.settle(store, "G", partitions("t", 4))
+    dropped_id = dropped.member_id
+    assert survivor.assignment() != partitions("t", 4)
+    del driver, dropped
+    gc.collect()
+    survivor_driver = Driver([survivor])
+    survivor_driver.settle(store, "G", partitions("t", 4))
+    assert dropped_id not in group(store, "G").members
+    assert survivor.assignment() == partitions("t", 4)
+
+
 def test_member_exceeding_max_poll_interval_is_removed_and_rejoins(store: logstore.Store) -> None:
     store.create_topic("t", partitions=2)
     slow_listener = RecordingListener()

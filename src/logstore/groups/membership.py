@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -249,24 +250,29 @@ class GroupMembership:
 
     def _start_heartbeats(self) -> None:
         if self._heartbeats is None:
-            self._heartbeats = threading.Thread(target=self._heartbeat_loop, daemon=True,
-                                                name=f"logstore-heartbeat-{self.group_id}")
+            # the thread holds the membership weakly: a consumer dropped without close() is
+            # collected, its heartbeats stop, and the group removes it after its session timeout
+            self._heartbeats = threading.Thread(target=_heartbeat_loop, args=(weakref.ref(self), self._stop,
+                                                                              self.heartbeat_interval),
+                                                daemon=True, name=f"logstore-heartbeat-{self.group_id}")
             self._heartbeats.start()
 
-    def _heartbeat_loop(self) -> None:
-        while not self._stop.wait(self.heartbeat_interval):
-            member = self.member
-            if member is None or member.fenced is not None:
-                continue
-            if not self.in_poll and time.monotonic() - self.last_poll > self.max_poll_interval:
-                # Kafka's clients leave the group for a consumer that stopped polling; the next poll rejoins
-                self._coordinator.leave(member, f"left group {self.group_id!r}: no poll() within "
-                                                f"max_poll_interval_ms={int(self.max_poll_interval * 1000)}")
-                continue
-            try:
-                self._coordinator.heartbeat(member)
-            except LogstoreError:  # the store closed under us
-                return
+    def _heartbeat(self) -> bool:
+        """One heartbeat (or, past max_poll_interval_ms, leaving the group); False once the store
+        has closed."""
+        member = self.member
+        if member is None or member.fenced is not None:
+            return True
+        if not self.in_poll and time.monotonic() - self.last_poll > self.max_poll_interval:
+            # Kafka's clients leave the group for a consumer that stopped polling; the next poll rejoins
+            self._coordinator.leave(member, f"left group {self.group_id!r}: no poll() within "
+                                            f"max_poll_interval_ms={int(self.max_poll_interval * 1000)}")
+            return True
+        try:
+            self._coordinator.heartbeat(member)
+        except LogstoreError:
+            return False
+        return True
 
     def _leave(self, reason: str, revoke: bool) -> None:
         member = self.member
@@ -299,6 +305,14 @@ class GroupMembership:
         coordinator removes the member when its session times out."""
         self._stop.set()
         self.topics = None
+
+
+def _heartbeat_loop(membership: weakref.ref[GroupMembership], stop: threading.Event, interval: float) -> None:
+    while not stop.wait(interval):
+        alive = membership()
+        if alive is None or not alive._heartbeat():
+            return
+        del alive  # not held while waiting
 
 
 __all__ = ["ConsumerRebalanceListener", "GroupMembership"]
