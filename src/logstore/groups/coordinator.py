@@ -575,11 +575,6 @@ class GroupCoordinator:
             if g is not None:
                 g.state = DEAD
 
-    def group_state(self, group_id: str) -> str:
-        with self._lock:
-            g = self._groups.get(group_id)
-            return g.state if g is not None else (EMPTY if group_id in self._offsets.known_groups() else DEAD)
-
     def _check_open(self) -> None:
         if self._closed:
             from logstore.errors import LogClosedError
