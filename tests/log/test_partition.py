@@ -936,3 +936,27 @@ def test_appends_past_the_usable_offset_space_are_refused(tmp_path):
     with PartitionLog.open(dst, flush="never") as log:
         assert log.log_end_offset == limit
         assert [r.value for r in log.read(base)] == [b"first", b"a", b"b"]
+
+
+def test_scan_reads_every_record_up_to_the_high_watermark_in_order(open_log, tmp_path):
+    log = open_log(tmp_path / "p", segment_bytes=1024)
+    for i in range(300):
+        log.append(b"v%d" % i)
+    log.set_high_watermark(250)
+    offsets = [r.offset for view in log.scan(max_bytes=256) for r in view]
+    assert offsets == list(range(250))
+    assert [r.offset for view in log.scan(100, 120) for r in view] == list(range(100, 120))
+    assert list(log.scan(250)) == []
+
+
+def test_scan_goes_on_from_the_new_log_start_after_retention(open_log, tmp_path):
+    log = open_log(tmp_path / "p", segment_bytes=1024)
+    for i in range(300):
+        log.append(b"v%d" % i)
+    log.set_high_watermark(log.log_end_offset)
+    scan = log.scan(0, max_bytes=256)
+    first = next(scan)
+    log.delete_before(200)
+    rest = [r.offset for view in scan for r in view]
+    assert first[0].offset == 0
+    assert rest and rest[0] >= log.log_start_offset and rest == list(range(rest[0], 300))

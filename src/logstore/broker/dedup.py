@@ -32,7 +32,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from logstore.errors import InvalidArgumentError, OffsetOutOfRangeError
+from logstore.errors import InvalidArgumentError
 
 if TYPE_CHECKING:
     from logstore.broker.store import Store
@@ -234,27 +234,13 @@ class MessageIdIndex:
         plog = self.store.partition_log((self.topic, partition))
         found: list[tuple[int, int, int, str]] = []
         start = self._scan_start(partition)
-        offset = start
-        end = plog.high_watermark
-        while offset < end:
-            try:
-                view = plog.read(offset, _READ_BYTES, end)
-            except OffsetOutOfRangeError:  # retention removed the start meanwhile: go on from the new start
-                if plog.log_start_offset <= offset:
-                    raise
-                offset = start = plog.log_start_offset
-                continue
-            if len(view) == 0:
-                break
+        for view in plog.scan(start, max_bytes=_READ_BYTES):
             for record in view:
                 if record.offset < start:
                     continue
                 message_id = message_id_of(record.headers)
                 if message_id is not None:
                     found.append((record.timestamp, partition, record.offset, message_id))
-            if view.next_offset <= offset:
-                break
-            offset = view.next_offset
         return found
 
 

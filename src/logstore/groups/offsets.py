@@ -138,14 +138,9 @@ class OffsetStore:
         self._replay()
 
     def _replay(self) -> None:
-        plog = self._log
-        pos = plog.log_start_offset
-        end = plog.high_watermark
-        while pos < end:
-            view = plog.read(pos, 1 << 20, end)
+        for view in self._log.scan():
             for r in view:
                 self._apply(r.key, r.value, r.offset)
-            pos = max(view.next_offset, pos + 1) if len(view) == 0 else view.next_offset
 
     def _apply(self, key: bytes | None, value: bytes | None, offset: int) -> None:
         if key is None:

@@ -11,7 +11,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from logstore._native.codec import RecordBatchView
@@ -452,6 +452,28 @@ class PartitionLog(LogCore):
         return int.from_bytes(header, "big", signed=True)
 
     # -- lookups -----------------------------------------------------------------------------
+
+    def scan(self, start: int | None = None, end: int | None = None, max_bytes: int = 1 << 20
+             ) -> Iterator[RecordBatchView]:
+        """Views of the records from ``start`` (default: the log start) up to ``end`` (default:
+        the high watermark as of the call), in offset order, ``max_bytes`` a read. If retention
+        removes the position meanwhile, the scan goes on from the new log start; views holding
+        only compacted-away offsets are skipped."""
+        pos = self.log_start_offset if start is None else start
+        end = self.high_watermark if end is None else end
+        while pos < end:
+            try:
+                view = self.read(pos, max_bytes, end)
+            except OffsetOutOfRangeError:
+                if self.log_start_offset <= pos:
+                    raise
+                pos = self.log_start_offset
+                continue
+            if len(view):
+                yield view
+            if view.next_offset <= pos:
+                return
+            pos = view.next_offset
 
     def offset_for_timestamp(self, timestamp: int) -> tuple[int, int] | None:
         """(offset, timestamp) of the first record whose timestamp is >= ``timestamp``; None if
